@@ -1,0 +1,58 @@
+# Everyday commands. `make run` and `make test` install what they need first.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_CUSTOMERS ?= 2000
+PORT ?= 8000
+
+.PHONY: install run test lint format check seed worker beat bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found); set PYTHON=..."; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the CRM with demo data (SQLite and in-process tasks unless DATABASE_URL / REDIS_URL say otherwise).
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo --customers $(DEMO_CUSTOMERS) --seed 42 --if-empty
+	@echo ""
+	@echo "  CRM running at http://127.0.0.1:$(PORT)/  (admin at /admin/)"
+	@echo "  Log in as manager_north, rep_north_1 ... or admin, password: demo-pass-2026"
+	@echo ""
+	$(PY) manage.py runserver 127.0.0.1:$(PORT)
+
+## The whole test suite (on PostgreSQL and Redis when DATABASE_URL and REDIS_URL point at them).
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+
+check: install
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+seed: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo --customers $(DEMO_CUSTOMERS) --seed 42
+
+worker: install
+	$(VENV)/bin/celery -A config worker --loglevel=info
+
+beat: install
+	$(VENV)/bin/celery -A config beat --loglevel=info
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,42 @@
+"""Who may see which customer: the one rule every page, export, sync feed and API view uses."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.db.models import Q
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+
+def customer_visibility_q(user: User, customer_path: str = "") -> Q:
+    """A filter for rows whose customer `user` may see.
+
+    `customer_path` is the lookup from the filtered model to Customer ("" for Customer
+    itself, "customer__" for a facet, "holding__customer__" for usage).
+
+    - admin (role or superuser): every customer;
+    - manager: customers owned by salespeople of the teams they manage, and their own;
+    - salesperson: their own customers.
+    Anonymous or inactive users see nothing.
+    """
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return Q(pk__in=[])
+    if user.sees_everything:
+        return Q()
+    own = Q(**{f"{customer_path}owner": user})
+    if user.is_manager:
+        return own | Q(**{f"{customer_path}owner__team__manager": user})
+    return own
+
+
+def visible_customers(user: User):
+    """The customers `user` may see, as a queryset to refine further."""
+    from crm.models import Customer
+
+    return Customer.objects.filter(customer_visibility_q(user))
+
+
+def can_see_customer(user: User, customer_id: int) -> bool:
+    return visible_customers(user).filter(pk=customer_id).exists()

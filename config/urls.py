@@ -1,0 +1,9 @@
+"""Top-level URL routes: admin, the web app and the versioned API."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+]

@@ -1,0 +1,165 @@
+"""Admin for customers, products, the four facets and opportunities."""
+
+from django.contrib import admin
+
+from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Tombstone, Usage
+
+
+class PersonInline(admin.TabularInline):
+    model = Person
+    fields = ("first_name", "last_name", "job_title", "dmu_role", "email", "phone", "is_active")
+    extra = 0
+
+
+class HoldingInline(admin.TabularInline):
+    model = Holding
+    fields = ("product", "quantity", "since", "until", "status")
+    autocomplete_fields = ("product",)
+    extra = 0
+    show_change_link = True
+
+
+class RecentRowsInline(admin.TabularInline):
+    """An inline that shows the newest rows only, so a long history stays readable."""
+
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class PurchaseInline(RecentRowsInline):
+    model = Purchase
+    fields = ("purchased_at", "product", "quantity", "unit_price", "amount", "order_ref")
+    readonly_fields = fields
+
+
+class ContactInline(RecentRowsInline):
+    model = Contact
+    fields = ("occurred_at", "channel", "direction", "subject", "salesperson", "follow_up_on")
+    readonly_fields = fields
+
+
+class EventInline(RecentRowsInline):
+    model = Event
+    fields = ("occurred_at", "kind", "impact", "description")
+    readonly_fields = fields
+
+
+class OpportunityInline(RecentRowsInline):
+    model = Opportunity
+    fk_name = "customer"
+    fields = ("kind", "product", "status", "score", "expected_value", "evidence")
+    readonly_fields = fields
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "owner", "relationship_type", "lifecycle_stage", "acquired_on", "external_id")
+    list_filter = ("lifecycle_stage", "relationship_type", "kind", "owner__team", "owner")
+    search_fields = ("name", "external_id", "email", "city")
+    autocomplete_fields = ("owner",)
+    list_select_related = ("owner",)
+    date_hierarchy = "acquired_on"
+    readonly_fields = ("created_at", "updated_at")
+    inlines = [PersonInline, HoldingInline, PurchaseInline, ContactInline, EventInline, OpportunityInline]
+
+
+@admin.register(Person)
+class PersonAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "customer", "job_title", "dmu_role", "email", "is_active")
+    list_filter = ("dmu_role", "is_active")
+    search_fields = ("first_name", "last_name", "email", "customer__name", "external_id")
+    autocomplete_fields = ("customer",)
+    list_select_related = ("customer",)
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ("sku", "name", "family", "tier", "list_price", "unit_cost", "capacity_per_unit", "capacity_unit", "is_active")
+    list_filter = ("family", "tier", "is_active")
+    search_fields = ("sku", "name", "family", "external_id")
+
+
+@admin.register(Purchase)
+class PurchaseAdmin(admin.ModelAdmin):
+    list_display = ("purchased_at", "customer", "product", "quantity", "unit_price", "amount", "order_ref")
+    list_filter = ("product__family", "product")
+    search_fields = ("customer__name", "order_ref", "external_id", "product__sku")
+    autocomplete_fields = ("customer", "product")
+    list_select_related = ("customer", "product")
+    date_hierarchy = "purchased_at"
+    show_full_result_count = False
+
+
+class UsageInline(admin.TabularInline):
+    model = Usage
+    fields = ("period_start", "period_end", "used", "capacity", "satisfaction", "nps", "note")
+    extra = 0
+
+
+@admin.register(Holding)
+class HoldingAdmin(admin.ModelAdmin):
+    list_display = ("customer", "product", "quantity", "since", "until", "status")
+    list_filter = ("status", "product__family", "product")
+    search_fields = ("customer__name", "product__sku", "external_id")
+    autocomplete_fields = ("customer", "product")
+    list_select_related = ("customer", "product")
+    inlines = [UsageInline]
+
+
+@admin.register(Usage)
+class UsageAdmin(admin.ModelAdmin):
+    list_display = ("holding", "period_start", "period_end", "used", "capacity", "satisfaction", "nps")
+    list_filter = ("holding__product",)
+    search_fields = ("holding__customer__name", "holding__product__sku", "external_id")
+    raw_id_fields = ("holding",)
+    list_select_related = ("holding__customer", "holding__product")
+    date_hierarchy = "period_start"
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ("occurred_at", "customer", "channel", "direction", "subject", "salesperson", "follow_up_on")
+    list_filter = ("channel", "direction", "salesperson")
+    search_fields = ("customer__name", "subject", "notes", "external_id")
+    autocomplete_fields = ("customer", "salesperson")
+    filter_horizontal = ("people",)
+    list_select_related = ("customer", "salesperson")
+    date_hierarchy = "occurred_at"
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ("occurred_at", "customer", "kind", "impact", "description")
+    list_filter = ("kind", "impact")
+    search_fields = ("customer__name", "description", "external_id")
+    autocomplete_fields = ("customer",)
+    list_select_related = ("customer",)
+    date_hierarchy = "occurred_at"
+
+
+@admin.register(Opportunity)
+class OpportunityAdmin(admin.ModelAdmin):
+    list_display = ("customer", "kind", "product", "status", "score", "expected_value", "generated_at")
+    list_filter = ("kind", "status", "product__family")
+    search_fields = ("customer__name", "product__sku", "evidence")
+    autocomplete_fields = ("customer", "product", "from_product")
+    raw_id_fields = ("won_purchase",)
+    list_select_related = ("customer", "product")
+
+
+@admin.register(Tombstone)
+class TombstoneAdmin(admin.ModelAdmin):
+    list_display = ("model", "object_id", "external_id", "deleted_at", "deleted_by")
+    list_filter = ("model",)
+    search_fields = ("external_id",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,522 @@
+"""Customers, the people of their decision-making unit, products, the four lifetime facets
+(purchases and holdings, usage, contacts, events) and the opportunities drawn from them.
+
+Every model a client can sync carries `external_id` (unique when set), `created_at` and
+`updated_at`. Deletions are kept in a deletion log (`Tombstone`), written by the services
+in the same transaction as the delete, so a syncing client learns about them later.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from accounts.selectors import customer_visibility_q
+
+
+class SyncedModel(models.Model):
+    external_id = models.CharField(
+        max_length=100,
+        unique=True,
+        null=True,
+        blank=True,
+        help_text="The identifier of this record in the client system that syncs it (ERP, billing, shop).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        abstract = True
+
+
+class VisibleQuerySet(models.QuerySet):
+    """A queryset that knows the path from its model to Customer, for the visibility rule."""
+
+    customer_path = "customer__"
+
+    def visible_to(self, user):
+        return self.filter(customer_visibility_q(user, self.customer_path))
+
+
+class UsageQuerySet(VisibleQuerySet):
+    customer_path = "holding__customer__"
+
+
+class CustomerQuerySet(VisibleQuerySet):
+    customer_path = ""
+
+    def active(self):
+        return self.exclude(lifecycle_stage=Customer.Stage.LOST)
+
+    def for_owner(self, user):
+        return self.filter(owner=user)
+
+
+class Customer(SyncedModel):
+    class Kind(models.TextChoices):
+        COMPANY = "company", "Company"
+        INDIVIDUAL = "individual", "Individual"
+
+    class Relationship(models.TextChoices):
+        TRANSACTIONAL = "transactional", "Transactional"
+        REPEAT = "repeat", "Repeat"
+        PARTNER = "partner", "Partner"
+        STRATEGIC = "strategic", "Strategic"
+
+    class Stage(models.TextChoices):
+        PROSPECT = "prospect", "Prospect"
+        ACQUIRED = "acquired", "Acquired"
+        DEVELOPING = "developing", "Developing"
+        RETAINED = "retained", "Retained"
+        ADVOCATE = "advocate", "Advocate"
+        LOST = "lost", "Lost"
+
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.COMPANY)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="customers",
+        help_text="The salesperson who owns the account.",
+    )
+    relationship_type = models.CharField(max_length=20, choices=Relationship.choices, default=Relationship.TRANSACTIONAL)
+    lifecycle_stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.PROSPECT)
+    acquired_on = models.DateField(null=True, blank=True, help_text="When the customer first bought.")
+    lost_on = models.DateField(null=True, blank=True, help_text="When the customer was marked lost.")
+    industry = models.CharField(max_length=100, blank=True)
+    city = models.CharField(max_length=100, blank=True)
+    country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2 code.")
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=40, blank=True)
+    website = models.URLField(blank=True)
+    notes = models.TextField(blank=True)
+
+    objects = CustomerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [
+            models.Index(fields=["owner", "lifecycle_stage"], name="customer_owner_stage_idx"),
+            models.Index(fields=["lifecycle_stage", "relationship_type"], name="customer_stage_rel_idx"),
+            models.Index(fields=["name"], name="customer_name_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(lost_on__isnull=True) | Q(acquired_on__isnull=True) | Q(lost_on__gte=models.F("acquired_on")),
+                name="customer_lost_after_acquired",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=["company", "individual"]), name="customer_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(relationship_type__in=["transactional", "repeat", "partner", "strategic"]),
+                name="customer_relationship_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    lifecycle_stage__in=["prospect", "acquired", "developing", "retained", "advocate", "lost"]
+                ),
+                name="customer_stage_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Person(SyncedModel):
+    """A member of the customer's decision-making unit."""
+
+    class DmuRole(models.TextChoices):
+        DECISION_MAKER = "decision_maker", "Decision maker"
+        INFLUENCER = "influencer", "Influencer"
+        BUYER = "buyer", "Buyer"
+        USER = "user", "User"
+        GATEKEEPER = "gatekeeper", "Gatekeeper"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="people")
+    first_name = models.CharField(max_length=100, blank=True)
+    last_name = models.CharField(max_length=100)
+    job_title = models.CharField(max_length=120, blank=True)
+    dmu_role = models.CharField(
+        "role in the decision-making unit", max_length=20, choices=DmuRole.choices, default=DmuRole.USER
+    )
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=40, blank=True)
+    is_active = models.BooleanField(default=True, help_text="Still with the customer.")
+
+    objects = VisibleQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "people"
+        ordering = ["last_name", "first_name", "id"]
+        indexes = [models.Index(fields=["customer", "dmu_role"], name="person_customer_role_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(dmu_role__in=["decision_maker", "influencer", "buyer", "user", "gatekeeper"]),
+                name="person_dmu_role_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+
+class Product(SyncedModel):
+    """A catalogue item. Products of one family are ordered by tier: the next tier is the up-sell."""
+
+    sku = models.CharField("SKU", max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    family = models.CharField(max_length=100, help_text="Products of a family form an up-sell path by tier.")
+    tier = models.PositiveSmallIntegerField(default=1, help_text="1 is the entry tier; higher is richer.")
+    list_price = models.DecimalField(max_digits=12, decimal_places=2)
+    unit_cost = models.DecimalField(max_digits=12, decimal_places=2, default=0)
+    capacity_unit = models.CharField(
+        max_length=30, blank=True, help_text='What the product\'s capacity counts ("seats", "GB"), if it has one.'
+    )
+    capacity_per_unit = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Capacity that one unit held gives (e.g. 50 seats per licence).",
+    )
+    is_active = models.BooleanField(default=True)
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["family", "tier", "sku"]
+        constraints = [
+            models.UniqueConstraint(fields=["family", "tier"], name="product_family_tier_unique"),
+            models.CheckConstraint(condition=Q(list_price__gte=0), name="product_list_price_nonnegative"),
+            models.CheckConstraint(condition=Q(unit_cost__gte=0), name="product_unit_cost_nonnegative"),
+            models.CheckConstraint(condition=Q(tier__gte=1), name="product_tier_positive"),
+            models.CheckConstraint(
+                condition=Q(capacity_per_unit__isnull=True) | Q(capacity_per_unit__gt=0),
+                name="product_capacity_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.sku})"
+
+
+class Purchase(SyncedModel):
+    """One purchase line: the product-holdings facet's history."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="purchases")
+    product = models.ForeignKey(
+        Product, null=True, blank=True, on_delete=models.PROTECT, related_name="purchases",
+        help_text="Empty when the source (e.g. an imported order total) names no product.",
+    )
+    quantity = models.DecimalField(max_digits=12, decimal_places=3, default=1)
+    unit_price = models.DecimalField(max_digits=12, decimal_places=2)
+    amount = models.DecimalField(
+        max_digits=14, decimal_places=2, help_text="Line total as charged (after any discount)."
+    )
+    unit_cost = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True,
+        help_text="Cost per unit; when empty, the product's unit cost is used for margin.",
+    )
+    purchased_at = models.DateTimeField()
+    order_ref = models.CharField(max_length=100, blank=True)
+
+    objects = VisibleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-purchased_at", "-id"]
+        indexes = [
+            models.Index(fields=["customer", "purchased_at"], name="purchase_customer_date_idx"),
+            models.Index(fields=["product", "customer"], name="purchase_product_cust_idx"),
+            models.Index(fields=["purchased_at"], name="purchase_date_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="purchase_quantity_positive"),
+            models.CheckConstraint(condition=Q(unit_price__gte=0), name="purchase_unit_price_nonnegative"),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="purchase_amount_nonnegative"),
+            models.CheckConstraint(
+                condition=Q(unit_cost__isnull=True) | Q(unit_cost__gte=0), name="purchase_unit_cost_nonnegative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer} {self.purchased_at:%Y-%m-%d} {self.amount}"
+
+
+class Holding(SyncedModel):
+    """A product the customer holds (or held): the current side of the holdings facet."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+        CANCELLED = "cancelled", "Cancelled"
+        EXPIRED = "expired", "Expired"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="holdings")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="holdings")
+    quantity = models.DecimalField(
+        max_digits=12, decimal_places=3, default=1, help_text="Units or seats held."
+    )
+    since = models.DateField()
+    until = models.DateField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+
+    objects = VisibleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["customer", "product", "-since"]
+        indexes = [
+            models.Index(fields=["customer", "status"], name="holding_customer_status_idx"),
+            models.Index(fields=["product", "status"], name="holding_product_status_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gte=0), name="holding_quantity_nonnegative"),
+            models.CheckConstraint(
+                condition=Q(until__isnull=True) | Q(until__gte=models.F("since")), name="holding_until_after_since"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["active", "suspended", "cancelled", "expired"]), name="holding_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer} holds {self.product.sku}"
+
+    @property
+    def capacity(self):
+        """Capacity the holding gives (units × capacity per unit), or None."""
+        if self.product.capacity_per_unit is None:
+            return None
+        return self.quantity * self.product.capacity_per_unit
+
+
+class Usage(SyncedModel):
+    """How much of a holding was used in a period, and the value the customer reports."""
+
+    holding = models.ForeignKey(Holding, on_delete=models.CASCADE, related_name="usage")
+    period_start = models.DateField()
+    period_end = models.DateField()
+    used = models.DecimalField(max_digits=14, decimal_places=3, help_text="Amount used, in the product's capacity unit.")
+    capacity = models.DecimalField(
+        max_digits=14, decimal_places=3, null=True, blank=True,
+        help_text="Capacity held in the period (e.g. seats licensed); defaults from the holding.",
+    )
+    satisfaction = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1 (poor) to 5 (excellent).")
+    nps = models.PositiveSmallIntegerField(
+        "NPS answer", null=True, blank=True, help_text="Likelihood to recommend, 0 to 10."
+    )
+    note = models.TextField(blank=True)
+
+    objects = UsageQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "usage"
+        ordering = ["holding", "-period_start"]
+        constraints = [
+            models.UniqueConstraint(fields=["holding", "period_start"], name="usage_one_per_holding_period"),
+            models.CheckConstraint(condition=Q(used__gte=0), name="usage_used_nonnegative"),
+            models.CheckConstraint(
+                condition=Q(capacity__isnull=True) | Q(capacity__gte=0), name="usage_capacity_nonnegative"
+            ),
+            models.CheckConstraint(
+                condition=Q(period_end__gte=models.F("period_start")), name="usage_period_end_after_start"
+            ),
+            models.CheckConstraint(
+                condition=Q(satisfaction__isnull=True) | Q(satisfaction__gte=1, satisfaction__lte=5),
+                name="usage_satisfaction_range",
+            ),
+            models.CheckConstraint(condition=Q(nps__isnull=True) | Q(nps__lte=10), name="usage_nps_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.holding} {self.period_start}"
+
+
+class Contact(SyncedModel):
+    """One interaction with people of the customer's decision-making unit."""
+
+    class Channel(models.TextChoices):
+        CALL = "call", "Call"
+        EMAIL = "email", "Email"
+        MEETING = "meeting", "Meeting"
+        VISIT = "visit", "Visit"
+        CHAT = "chat", "Chat"
+
+    class Direction(models.TextChoices):
+        OUTBOUND = "outbound", "Outbound (we reached out)"
+        INBOUND = "inbound", "Inbound (they reached us: request, feedback, complaint)"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="contacts")
+    channel = models.CharField(max_length=20, choices=Channel.choices)
+    direction = models.CharField(max_length=20, choices=Direction.choices, default=Direction.OUTBOUND)
+    people = models.ManyToManyField(Person, blank=True, related_name="contacts")
+    salesperson = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="contacts"
+    )
+    occurred_at = models.DateTimeField()
+    subject = models.CharField(max_length=200)
+    notes = models.TextField(blank=True)
+    outcome = models.CharField(max_length=200, blank=True)
+    follow_up_on = models.DateField(null=True, blank=True)
+    follow_up_done_at = models.DateTimeField(null=True, blank=True)
+
+    objects = VisibleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            models.Index(fields=["customer", "occurred_at"], name="contact_customer_date_idx"),
+            models.Index(fields=["salesperson", "follow_up_on"], name="contact_followup_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(channel__in=["call", "email", "meeting", "visit", "chat"]), name="contact_channel_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(direction__in=["outbound", "inbound"]), name="contact_direction_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()} with {self.customer}: {self.subject}"
+
+
+class Event(SyncedModel):
+    """Something that happened in the customer's life or business."""
+
+    class Kind(models.TextChoices):
+        NEW_OPPORTUNITY = "new_opportunity", "New business opportunity"
+        COMPETITOR_CHANGE = "competitor_change", "Change in competitive activity"
+        MERGER = "merger", "Merger or acquisition"
+        LEADERSHIP_CHANGE = "leadership_change", "Leadership change"
+        FUNDING = "funding", "Funding"
+        RELOCATION = "relocation", "Relocation"
+        COMPLAINT = "complaint", "Complaint"
+        REFERRAL = "referral", "Referral given"
+        FAMILY_EVENT = "family_event", "Family event (birth, marriage, ...)"
+        BUDGET_CUT = "budget_cut", "Budget cut"
+        EXPANSION = "expansion", "Expansion or growth"
+        OTHER = "other", "Other"
+
+    class Impact(models.TextChoices):
+        POSITIVE = "positive", "Positive"
+        NEUTRAL = "neutral", "Neutral"
+        NEGATIVE = "negative", "Negative"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=30, choices=Kind.choices)
+    occurred_at = models.DateTimeField()
+    impact = models.CharField(max_length=10, choices=Impact.choices, default=Impact.NEUTRAL)
+    description = models.TextField(blank=True)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="events_recorded"
+    )
+
+    objects = VisibleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            models.Index(fields=["customer", "occurred_at"], name="event_customer_date_idx"),
+            models.Index(fields=["kind", "occurred_at"], name="event_kind_date_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(
+                    kind__in=[
+                        "new_opportunity", "competitor_change", "merger", "leadership_change", "funding",
+                        "relocation", "complaint", "referral", "family_event", "budget_cut", "expansion", "other",
+                    ]
+                ),
+                name="event_kind_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(impact__in=["positive", "neutral", "negative"]), name="event_impact_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} at {self.customer}"
+
+
+class Opportunity(SyncedModel):
+    """A cross-sell or up-sell suggestion, with the evidence a salesperson can say aloud."""
+
+    class Kind(models.TextChoices):
+        CROSS_SELL = "cross_sell", "Cross-sell"
+        UP_SELL = "up_sell", "Up-sell"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        ACCEPTED = "accepted", "Accepted"
+        DISMISSED = "dismissed", "Dismissed"
+        WON = "won", "Won"
+        LOST = "lost", "Lost"
+        EXPIRED = "expired", "Expired (no longer supported by the data)"
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="opportunities")
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="opportunities")
+    from_product = models.ForeignKey(
+        Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="For an up-sell: the tier the customer holds now.",
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    score = models.FloatField(default=0, help_text="Ranking score: strength of evidence times value.")
+    expected_value = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    evidence = models.TextField(help_text="Why it was suggested, in words a salesperson can say aloud.")
+    evidence_data = models.JSONField(default=dict, blank=True, help_text="The numbers behind the evidence.")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
+    generated_at = models.DateTimeField(help_text="When the engine last produced or confirmed it.")
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    status_changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    won_purchase = models.ForeignKey(
+        Purchase, null=True, blank=True, on_delete=models.SET_NULL, related_name="won_opportunities",
+        help_text="The purchase that realised a won opportunity, once it arrives.",
+    )
+
+    objects = VisibleQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "opportunities"
+        ordering = ["-score", "id"]
+        indexes = [
+            models.Index(fields=["customer", "status"], name="opp_customer_status_idx"),
+            models.Index(fields=["status", "kind"], name="opp_status_kind_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "product", "kind"], name="opportunity_one_per_suggestion"),
+            models.CheckConstraint(condition=Q(score__gte=0), name="opportunity_score_nonnegative"),
+            models.CheckConstraint(condition=Q(expected_value__gte=0), name="opportunity_value_nonnegative"),
+            models.CheckConstraint(condition=Q(kind__in=["cross_sell", "up_sell"]), name="opportunity_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=["open", "accepted", "dismissed", "won", "lost", "expired"]),
+                name="opportunity_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.product.sku} for {self.customer}"
+
+
+class Tombstone(models.Model):
+    """The deletion log: one row per deleted synced record, so sync clients learn of deletions."""
+
+    model = models.CharField(max_length=50, help_text='Model label, e.g. "crm.customer".')
+    object_id = models.BigIntegerField()
+    external_id = models.CharField(max_length=100, null=True, blank=True)
+    deleted_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    deleted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["deleted_at", "id"]
+        indexes = [models.Index(fields=["model", "object_id"], name="tombstone_model_object_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.model}#{self.object_id} deleted {self.deleted_at:%Y-%m-%d %H:%M}"
