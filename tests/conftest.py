@@ -28,6 +28,8 @@ def _redis_reachable() -> bool:
 
 
 def pytest_configure(config):
+    # Fast hashing: tests create many users; production keeps Django's default hashers.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     if IN_CI:
         problems = []
         if not settings.IS_POSTGRES:
