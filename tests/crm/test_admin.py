@@ -1,0 +1,62 @@
+"""The admin shows every model: list, search, filters, add and change pages render for an admin."""
+
+import pytest
+from django.contrib import admin
+from django.urls import reverse
+
+from tests.crm import factories as f
+
+pytestmark = pytest.mark.django_db
+
+CRM_MODELS = {"customer", "person", "product", "purchase", "holding", "usage", "contact", "event", "opportunity", "tombstone"}
+
+
+@pytest.fixture
+def admin_client(client, make_user):
+    user = make_user("boss", role="admin", is_staff=True, is_superuser=True)
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def one_of_each():
+    customer = f.customer(name="Acme", external_id="ACME")
+    holding = f.holding(customer=customer)
+    f.usage(holding=holding)
+    f.purchase(customer=customer, product=holding.product)
+    f.person(customer=customer)
+    f.contact(customer=customer)
+    f.event(customer=customer)
+    f.opportunity(customer=customer)
+    return customer
+
+
+def test_every_crm_model_is_registered():
+    registered = {m._meta.model_name for m in admin.site._registry if m._meta.app_label == "crm"}
+    assert registered == CRM_MODELS
+
+
+@pytest.mark.parametrize("model", sorted(CRM_MODELS) + ["user", "team"])
+def test_changelist_renders_with_search(admin_client, one_of_each, model):
+    app = "accounts" if model in {"user", "team"} else "crm"
+    response = admin_client.get(reverse(f"admin:{app}_{model}_changelist"), {"q": "Acme"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("model", sorted(CRM_MODELS - {"tombstone"}))
+def test_add_page_renders(admin_client, model):
+    assert admin_client.get(reverse(f"admin:crm_{model}_add")).status_code == 200
+
+
+def test_customer_change_page_shows_its_facets_inline(admin_client, one_of_each):
+    response = admin_client.get(reverse("admin:crm_customer_change", args=[one_of_each.pk]))
+    assert response.status_code == 200
+    content = response.content.decode()
+    for heading in ("People", "Holdings", "Purchases", "Contacts", "Events", "Opportunities"):
+        assert heading in content
+
+
+def test_salesperson_cannot_open_admin(client, make_user):
+    client.force_login(make_user("rep", role="salesperson"))
+    response = client.get(reverse("admin:crm_customer_changelist"))
+    assert response.status_code == 302
