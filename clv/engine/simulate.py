@@ -124,3 +124,42 @@ def simulate_amounts(
     """One Gamma-Gamma amount per purchase row (customer = index per row)."""
     nu = rng.gamma(q, 1.0 / v, size=n_customers)
     return rng.gamma(p, 1.0 / nu[customer])
+
+
+@dataclass
+class SimulatedTransactions:
+    """Transaction rows as the CRM stores them: customer id, purchase date, amount."""
+
+    customer_ids: np.ndarray  # int64
+    dates: np.ndarray  # datetime64[D]
+    amounts: np.ndarray
+    first_purchase: np.ndarray  # datetime64[D] per customer
+
+
+def simulate_transactions(
+    n: int,
+    purchase_params: tuple[float, float, float, float],
+    spend_params: tuple[float, float, float],
+    *,
+    start: str | np.datetime64,
+    end: str | np.datetime64,
+    rng: np.random.Generator,
+    modified: bool = False,
+) -> SimulatedTransactions:
+    """Customers acquired uniformly over [start, end], observed to end; params in days (alpha per day).
+
+    Purchase times are truncated to calendar days, so two purchases on the same day
+    become one occasion in the summary (as they would in the CRM).
+    """
+    start_d = np.datetime64(start, "D")
+    end_d = np.datetime64(end, "D")
+    span = int((end_d - start_d).astype(np.int64))
+    first_offset = rng.integers(0, span + 1, size=n)
+    first = start_d + first_offset.astype("timedelta64[D]")
+    T = (span - first_offset).astype(np.float64) + 1.0  # through the end of the last day
+    r, alpha, a, b = purchase_params
+    sim = simulate_purchase_times(n, r, alpha, a, b, T, rng=rng, modified=modified)
+    day = np.floor(sim.time).astype(np.int64)
+    dates = first[sim.customer] + day.astype("timedelta64[D]")
+    amounts = simulate_amounts(sim.customer, n, *spend_params, rng=rng)
+    return SimulatedTransactions(sim.customer.astype(np.int64), dates, amounts, first)
