@@ -148,18 +148,20 @@ def simulate_transactions(
 ) -> SimulatedTransactions:
     """Customers acquired uniformly over [start, end], observed to end; params in days (alpha per day).
 
-    Purchase times are truncated to calendar days, so two purchases on the same day
-    become one occasion in the summary (as they would in the CRM).
+    Purchase times are rounded to calendar days, so two purchases on the same day
+    become one occasion in the summary (as they would in the CRM); with high purchase
+    rates this thins the process slightly relative to the continuous-time model.
     """
     start_d = np.datetime64(start, "D")
     end_d = np.datetime64(end, "D")
     span = int((end_d - start_d).astype(np.int64))
     first_offset = rng.integers(0, span + 1, size=n)
     first = start_d + first_offset.astype("timedelta64[D]")
-    T = (span - first_offset).astype(np.float64) + 1.0  # through the end of the last day
+    T = (span - first_offset).astype(np.float64)  # whole days, as the summary measures T
     r, alpha, a, b = purchase_params
     sim = simulate_purchase_times(n, r, alpha, a, b, T, rng=rng, modified=modified)
-    day = np.floor(sim.time).astype(np.int64)
+    # Round (not floor) so day-level recency is unbiased for the continuous-time recency.
+    day = np.rint(sim.time).astype(np.int64)
     dates = first[sim.customer] + day.astype("timedelta64[D]")
     amounts = simulate_amounts(sim.customer, n, *spend_params, rng=rng)
     return SimulatedTransactions(sim.customer.astype(np.int64), dates, amounts, first)
