@@ -68,7 +68,7 @@ def log_likelihood(
     a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
     a2 = gammaln(a + b) + gammaln(b + x + s) - gammaln(b) - gammaln(a + b + x + s)
     a3 = -(r + x) * np.log(alpha + T)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # masked branch: log(b - 1) for x = 0
         a4 = np.log(a) - np.log(b + x + s - 1.0) - (r + x) * np.log(alpha + t_x)
     branch = np.ones_like(x, dtype=bool) if modified else x > 0
     return a1 + a2 + np.where(branch, np.logaddexp(a3, np.where(branch, a4, a3)), a3)
@@ -104,7 +104,7 @@ def _negll_and_grad(log_params: np.ndarray, data: CompressedTriples, modified: b
     log_atx = np.log(alpha + data.t_x)
     a3 = -rx * log_aT
     branch = np.ones_like(x, dtype=bool) if modified else x > 0
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # masked branch: log(b - 1) for x = 0
         log_bx = np.log(np.where(branch, b + x + s - 1.0, 1.0))
     d = np.where(branch, np.log(a) - log_bx - rx * log_atx - a3, -np.inf)
     # logaddexp(a3, a4) = a3 + softplus(d); softplus and sigmoid written to stay finite.
@@ -200,7 +200,7 @@ def probability_alive(
     x, t_x, T = _as_float(x, t_x, T)
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     s = 1.0 if modified else 0.0
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # masked branch: log(b - 1) for x = 0
         log_odds_dead = np.log(a) - np.log(b + x + s - 1.0) + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
     p = expit(-log_odds_dead)
     if not modified:

@@ -149,12 +149,13 @@ def test_conditional_expectation_agrees_with_monte_carlo():
         assert abs(predicted - observed) < 4 * se + 1e-3, (x_target, predicted, observed, se)
 
 
-def test_expected_purchases_agrees_with_simulation():
+@pytest.mark.parametrize("modified", [False, True])
+def test_expected_purchases_agrees_with_simulation(modified):
     rng = np.random.default_rng(5)
-    sim = simulate_summaries(300_000, CDNOW.r, CDNOW.alpha, CDNOW.a, CDNOW.b, 52.0, rng=rng)
+    sim = simulate_summaries(300_000, CDNOW.r, CDNOW.alpha, CDNOW.a, CDNOW.b, 52.0, rng=rng, modified=modified)
     observed = sim.frequency.mean()
     se = sim.frequency.std() / np.sqrt(sim.frequency.size)
-    assert abs(bgnbd.expected_purchases(CDNOW, 52.0) - observed) < 4 * se
+    assert abs(bgnbd.expected_purchases(CDNOW, 52.0, modified=modified) - observed) < 4 * se
 
 
 @pytest.mark.parametrize("modified", [False, True])
