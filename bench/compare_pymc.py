@@ -85,7 +85,7 @@ def main() -> None:
     print(f"{'BG/NBD':<14}{ours_bg_s:>14.2f}{theirs_bg_s:>18.2f}")
     print(f"{'Gamma-Gamma':<14}{ours_gg_s:>14.2f}{theirs_gg_s:>18.2f}")
     print(f"largest relative difference: {worst:.2e} ({'within' if worst <= 0.01 else 'OUTSIDE'} 1%)")
-    print("(pymc-marketing times are model.fit(method=\"map\"), graph compilation included)")
+    print('(pymc-marketing times are model.fit(method="map"), graph compilation included)')
 
 
 if __name__ == "__main__":
