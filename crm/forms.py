@@ -67,7 +67,10 @@ def _not_far_future(value, field_label: str):
 
 class ContactQuickForm(forms.Form):
     channel = forms.ChoiceField(choices=Contact.Channel.choices, initial=Contact.Channel.CALL)
-    direction = forms.ChoiceField(choices=Contact.Direction.choices, initial=Contact.Direction.OUTBOUND)
+    direction = forms.ChoiceField(
+        choices=[(Contact.Direction.OUTBOUND, "Outbound: we reached out"), (Contact.Direction.INBOUND, "Inbound: they came to us")],
+        initial=Contact.Direction.OUTBOUND,
+    )
     subject = forms.CharField(max_length=200, widget=forms.TextInput(attrs={"placeholder": "What was it about?"}))
     occurred_at = forms.DateTimeField(label="When", required=False, widget=DateTimeLocalInput(),
                                       help_text="Leave empty for now.")

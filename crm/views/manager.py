@@ -14,6 +14,7 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
 from crm.forms import DashboardFilterForm
+from crm.models import Opportunity
 from crm.selectors import dashboard as dash
 from crm.selectors.values import clv_ready
 from crm.views.access import manager_required
@@ -49,7 +50,17 @@ def dashboard(request):
 def _chart_data(context) -> dict:
     """The numbers the charts draw, passed to the page with json_script (never as HTML)."""
     by_rep = context.get("by_salesperson") or []
+    pipeline = context.get("pipeline") or []
+    statuses = [s for s, _ in Opportunity.Status.choices if any(r["status"] == s for r in pipeline)]
+    kinds = [(k, label) for k, label in Opportunity.Kind.choices if any(r["kind"] == k for r in pipeline)]
+    by_key = {(r["kind"], r["status"]): float(r["expected_value"] or 0) for r in pipeline}
     return {
+        "pipeline": {
+            "labels": [Opportunity.Status(s).label.split(" (")[0] for s in statuses],
+            "datasets": [
+                {"label": label, "values": [by_key.get((k, s), 0.0) for s in statuses]} for k, label in kinds
+            ],
+        },
         "trend": {
             "labels": [str(p.get("as_of")) for p in context.get("trend") or []],
             "values": [float(p.get("total_clv") or 0) for p in context.get("trend") or []],

@@ -32,6 +32,20 @@
       data: { labels: data.by_salesperson.labels, datasets: [{ label: "CLV", data: data.by_salesperson.values, backgroundColor: "#1d7a46" }] },
       options: Object.assign({}, common, { indexAxis: "y", scales: { x: { ticks: { callback: money } } } }),
     });
+    var palette = ["#1f5fbf", "#d98e04", "#1d7a46", "#b42318"];
+    make("chart-pipeline", {
+      type: "bar",
+      data: {
+        labels: data.pipeline.labels,
+        datasets: data.pipeline.datasets.map(function (d, i) {
+          return { label: d.label, data: d.values, backgroundColor: palette[i % palette.length] };
+        }),
+      },
+      options: Object.assign({}, common, {
+        plugins: { legend: { display: true, position: "bottom" } },
+        scales: { x: { stacked: true }, y: { stacked: true, ticks: { callback: money }, title: { display: true, text: "Expected value" } } },
+      }),
+    });
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", draw);
   else draw();
