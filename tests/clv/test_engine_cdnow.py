@@ -96,9 +96,7 @@ def test_holdout_weeks_40_to_78():
     # the paper reports: BG/NBD tracks the frequency buckets closely and underpredicts the
     # holdout total somewhat.
     ids, dates, amounts = cdnow_transactions()
-    split = holdout.split_calibration_holdout(
-        ids, dates, amounts, CALIBRATION_END, OBSERVATION_END, time_unit="weeks"
-    )
+    split = holdout.split_calibration_holdout(ids, dates, amounts, CALIBRATION_END, OBSERVATION_END, time_unit="weeks")
     assert split.duration == 39.0
     assert split.holdout_frequency.sum() == 1882  # occasions (distinct days) in weeks 40-78
     report = holdout.holdout_check(split, model="bgnbd")
