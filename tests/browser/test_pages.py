@@ -71,7 +71,8 @@ def test_salesperson_logs_contact_and_accepts_opportunity(page, book, screenshot
     assert page.evaluate("window.__sameDocument") is True
     assert page.locator("#contact-form").get_by_label("Subject").input_value() == ""
     contact = Contact.objects.get(subject="Renewal and seats upgrade")
-    assert contact.salesperson == book["rep"] and contact.outcome == "Wants a quote"
+    assert contact.salesperson == book["rep"]
+    assert contact.outcome == "Wants a quote"
 
     card = page.locator(f"#opp-{book['opp'].pk}")
     card.get_by_role("button", name="Accept").click()
