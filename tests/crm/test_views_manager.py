@@ -95,7 +95,9 @@ def test_unknown_export_is_404(client, sales_org):
 def test_dashboard_with_run_shows_totals_by_salesperson_and_at_risk(client, sales_org, scored):
     client.force_login(sales_org["north_manager"])
     html = client.get(reverse("crm:dashboard")).content.decode()
-    assert 'id="chart-trend"' in html and 'id="chart-histogram"' in html and 'id="chart-salespeople"' in html
+    assert 'id="chart-trend"' in html
+    assert 'id="chart-histogram"' in html
+    assert 'id="chart-salespeople"' in html
     rows = rows_of(client.get(reverse("crm:dashboard"), {"export": "salespeople"}))
     assert [r[0] for r in rows[1:]] == ["north_rep2", "north_rep1"]  # higher CLV first
     assert sum(int(r[1]) for r in rows[1:]) == 6
@@ -143,14 +145,16 @@ def test_account_list_with_values_sorts_and_filters_by_risk(client, sales_org, s
     positions = [html.index(n) for n in names]
     assert positions == sorted(positions, reverse=True)  # later accounts were given higher CLV
     html = client.get(reverse("crm:account_list"), {"risk": "high"}).content.decode()
-    assert "High risk" in html and "Low risk" not in html
+    assert "High risk" in html
+    assert "Low risk" not in html
 
 
 def test_account_360_header_shows_values_and_trend(client, sales_org, scored):
     c = Customer.objects.filter(owner=sales_org["north_rep1"]).order_by("pk").first()
     client.force_login(sales_org["north_rep1"])
     html = client.get(reverse("crm:account_detail", args=[c.pk])).content.decode()
-    assert "Customer lifetime value" in html and "Probability active" in html
+    assert "Customer lifetime value" in html
+    assert "Probability active" in html
     assert '<svg class="sparkline"' in html
 
 
@@ -167,7 +171,9 @@ def test_clv_runs_page_empty_and_with_runs(client, sales_org):
     require_clv()
     make_run(as_of=date(2026, 11, 1))
     html = client.get(reverse("crm:clv_runs")).content.decode()
-    assert "current" in html and "mape" in html and "fit 3.50 s" in html
+    assert "current" in html
+    assert "mape" in html
+    assert "fit 3.50 s" in html
 
 
 def test_clv_runs_forbidden_for_salesperson(client, sales_org):
@@ -181,12 +187,15 @@ def test_recompute_shows_progress_while_a_run_is_running(client, sales_org):
     running = make_run(as_of=date(2026, 11, 2), current=False, status="running")
     client.force_login(sales_org["north_manager"])
     html = client.post(reverse("crm:clv_recompute"), **HTMX).content.decode()
-    assert "already in progress" in html and 'hx-trigger="every 2s"' in html and f"Run #{running.pk}" in html
+    assert "already in progress" in html
+    assert 'hx-trigger="every 2s"' in html
+    assert f"Run #{running.pk}" in html
     running.status = "succeeded"
     running.save()
     html = client.get(reverse("crm:clv_progress"), {"since": running.started_at.isoformat()}, **HTMX).content.decode()
     assert "hx-trigger" not in html.split('id="run-history"')[0]  # polling stops
-    assert 'data-status="succeeded"' in html and 'hx-swap-oob="true"' in html
+    assert 'data-status="succeeded"' in html
+    assert 'hx-swap-oob="true"' in html
 
 
 @pytest.mark.skipif(importlib.util.find_spec("clv.tasks") is not None, reason="the clv task is installed")
