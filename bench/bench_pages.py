@@ -289,7 +289,7 @@ def main() -> None:
         ("admin", "dashboard (admin, whole book)", "/dashboard/"),
     ]
     print(f"\n{total:,} customers ({rep_customers:,} owned by rep_north_1); {args.repeat} renders per page\n")
-    print(f"| page | median ms | p95 ms | queries | target |\n|---|---:|---:|---:|---|")
+    print("| page | median ms | p95 ms | queries | target |\n|---|---:|---:|---:|---|")
     clients: dict[str, Client] = {}
     for username, label, url in pages:
         if username not in clients:

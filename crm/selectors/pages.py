@@ -270,10 +270,10 @@ def facet_rows(customer: Customer, facet: str, *, limit: int = 100) -> list:
 def my_day(user) -> dict[str, Any]:
     """Follow-ups due, valuable customers at risk, top open opportunities and recent events."""
     today = timezone.localdate()
-    mine = Q(customer__owner=user) | Q(salesperson=user)
+    # The follow-ups the user promised (contact_followup_idx: salesperson, follow_up_on).
     follow_ups = list(
         Contact.objects.visible_to(user)
-        .filter(mine, follow_up_on__lte=today, follow_up_done_at__isnull=True)
+        .filter(salesperson=user, follow_up_on__lte=today, follow_up_done_at__isnull=True)
         .select_related("customer")
         .order_by("follow_up_on", "id")[:25]
     )

@@ -384,9 +384,11 @@ def test_opportunity_of_another_rep_is_404(client, sales_org, account):
 
 def test_my_day_lists_due_and_overdue_follow_ups_and_marks_done(client, rep, account):
     today = timezone.localdate()
-    due = f.contact(customer=account, subject="Send pricing", follow_up_on=today)
-    f.contact(customer=account, subject="Overdue thing", follow_up_on=today - timedelta(days=3))
-    f.contact(customer=account, subject="Next week thing", follow_up_on=today + timedelta(days=7))
+    due = f.contact(customer=account, subject="Send pricing", salesperson=rep, follow_up_on=today)
+    f.contact(customer=account, subject="Overdue thing", salesperson=rep, follow_up_on=today - timedelta(days=3))
+    f.contact(customer=account, subject="Next week thing", salesperson=rep, follow_up_on=today + timedelta(days=7))
+    f.contact(customer=account, subject="Someone else's promise", follow_up_on=today,
+              salesperson=rep.team.manager)
     f.event(customer=account, kind=Event.Kind.COMPLAINT, occurred_at=timezone.now() - timedelta(days=2))
     f.opportunity(customer=account, product=f.product(name="Upgrade Max"), expected_value=5000)
     login(client, rep)
@@ -394,6 +396,7 @@ def test_my_day_lists_due_and_overdue_follow_ups_and_marks_done(client, rep, acc
     assert "Send pricing" in html
     assert "Overdue thing" in html
     assert "Next week thing" not in html
+    assert "Someone else" not in html
     assert "Overdue since" in html
     assert "Complaint" in html
     assert "Upgrade Max" in html
@@ -415,7 +418,7 @@ def test_my_day_query_count_is_bounded(client, rep, django_assert_max_num_querie
     today = timezone.localdate()
     for i in range(40):
         c = f.customer(owner=rep)
-        f.contact(customer=c, follow_up_on=today, subject=f"fu {i}")
+        f.contact(customer=c, salesperson=rep, follow_up_on=today, subject=f"fu {i}")
         f.event(customer=c, occurred_at=timezone.now())
         f.opportunity(customer=c)
     login(client, rep)
