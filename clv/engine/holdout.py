@@ -1,4 +1,4 @@
-"""Calibration/holdout validation of purchase models and the rule that picks BG/NBD or MBG/NBD."""
+"""Calibration/holdout validation of purchase models and the rule that picks BG/NBD, MBG/NBD (or Pareto/NBD when asked)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import bgnbd
+from . import bgnbd, paretonbd
 from .summary import TIME_UNIT_DAYS, CustomerSummary, summarise_transactions, to_days
 
 # Models whose holdout MAE differs by less than this (relative) are considered tied.
 TIE_TOLERANCE = 0.01
+HOLDOUT_MODELS = ("bgnbd", "mbgnbd", "paretonbd")
 
 
 @dataclass
@@ -88,12 +89,20 @@ def holdout_report(
 
 def holdout_check(split: CalibrationHoldout, *, model: str = "bgnbd") -> dict:
     """Fit on the calibration period, predict the holdout period per customer, compare with what happened."""
-    modified = model == "mbgnbd"
+    if model not in HOLDOUT_MODELS:
+        raise ValueError(f"model must be one of {HOLDOUT_MODELS}")
     cal = split.calibration
-    fitted = bgnbd.fit(cal.frequency, cal.recency, cal.T, modified=modified, with_standard_errors=False)
-    predicted = bgnbd.conditional_expected_purchases(
-        fitted.params, split.duration, cal.frequency, cal.recency, cal.T, modified=modified
-    )
+    if model == "paretonbd":
+        fitted = paretonbd.fit(cal.frequency, cal.recency, cal.T, with_standard_errors=False)
+        predicted = paretonbd.conditional_expected_purchases(
+            fitted.params, split.duration, cal.frequency, cal.recency, cal.T
+        )
+    else:
+        modified = model == "mbgnbd"
+        fitted = bgnbd.fit(cal.frequency, cal.recency, cal.T, modified=modified, with_standard_errors=False)
+        predicted = bgnbd.conditional_expected_purchases(
+            fitted.params, split.duration, cal.frequency, cal.recency, cal.T, modified=modified
+        )
     return {
         "model": model,
         "params": fitted.params.to_dict(),
@@ -103,21 +112,32 @@ def holdout_check(split: CalibrationHoldout, *, model: str = "bgnbd") -> dict:
     }
 
 
-def select_purchase_model(split: CalibrationHoldout) -> dict:
-    """Pick BG/NBD or MBG/NBD.
+def select_purchase_model(split: CalibrationHoldout, *, candidates: tuple[str, ...] = ("bgnbd", "mbgnbd")) -> dict:
+    """Pick BG/NBD or MBG/NBD (pass candidates=HOLDOUT_MODELS to let Pareto/NBD compete too).
 
     Rule: the lower holdout MAE wins; if the two MAEs are within TIE_TOLERANCE (1%) of
     each other, the higher calibration log-likelihood wins (both have 4 parameters, so
     this is the AIC choice); a remaining tie goes to BG/NBD, the better-known model.
+    With more candidates: every model within TIE_TOLERANCE of the best MAE is tied, and
+    among those the highest log-likelihood wins (all have 4 parameters), earlier
+    candidates winning exact ties.
     """
-    reports = {name: holdout_check(split, model=name) for name in ("bgnbd", "mbgnbd")}
-    bg, mbg = reports["bgnbd"], reports["mbgnbd"]
-    scale = max(bg["mae"], mbg["mae"], 1e-12)
-    if abs(bg["mae"] - mbg["mae"]) / scale > TIE_TOLERANCE:
-        selected = "bgnbd" if bg["mae"] < mbg["mae"] else "mbgnbd"
-        reason = "lower holdout MAE"
-    elif mbg["fit"]["log_likelihood"] > bg["fit"]["log_likelihood"]:
-        selected, reason = "mbgnbd", "MAE tie; higher log-likelihood (same parameter count, so lower AIC)"
+    if len(candidates) < 2 or len(set(candidates)) != len(candidates):
+        raise ValueError("select_purchase_model needs at least two distinct candidates")
+    reports = {name: holdout_check(split, model=name) for name in candidates}
+    best_mae = min(rep["mae"] for rep in reports.values())
+    tied = [
+        name
+        for name in candidates
+        if (reports[name]["mae"] - best_mae) / max(reports[name]["mae"], best_mae, 1e-12) <= TIE_TOLERANCE
+    ]
+    if len(tied) == 1:
+        selected, reason = tied[0], "lower holdout MAE"
     else:
-        selected, reason = "bgnbd", "MAE tie; higher or equal log-likelihood"
+        # max() keeps the first of equal values, so exact ties go to the earlier candidate.
+        selected = max(tied, key=lambda name: reports[name]["fit"]["log_likelihood"])
+        if selected == tied[0]:
+            reason = "MAE tie; higher or equal log-likelihood"
+        else:
+            reason = "MAE tie; higher log-likelihood (same parameter count, so lower AIC)"
     return {"selected": selected, "reason": reason, "candidates": reports}

@@ -274,10 +274,17 @@ def conditional_expected_purchases(
 ) -> np.ndarray:
     """E[purchases in (T, T+t] | x, t_x, T] = P(alive) (r+x)/(alpha+T) (beta+T)/(s-1) [1 - ((beta+T)/(beta+T+t))^(s-1)]."""
     x, t_x, T = _as_float(x, t_x, T)
+    return probability_alive(params, x, t_x, T) * expected_purchases_if_alive(params, t, x, T)
+
+
+def expected_purchases_if_alive(
+    params: ParetoNbdParams, t: np.ndarray | float, x: np.ndarray, T: np.ndarray
+) -> np.ndarray:
+    """E[purchases in (T, T+t] | alive at T, x, T]: posterior lambda ~ Gamma(r+x, alpha+T), mu ~ Gamma(s, beta+T)."""
+    x, T = _as_float(x, T)
     t = np.asarray(t, dtype=np.float64)
-    alive = probability_alive(params, x, t_x, T)
     rate = (params.r + x) / (params.alpha + T)
-    return alive * _expected_while_alive(params.s, rate, params.beta + T, t)
+    return _expected_while_alive(params.s, rate, params.beta + T, t)
 
 
 def expected_purchases(params: ParetoNbdParams, t: np.ndarray | float) -> np.ndarray:

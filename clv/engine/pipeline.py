@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import bgnbd, gammagamma
+from . import bgnbd, gammagamma, paretonbd
 from .bgnbd import BgNbdParams
 from .fitting import compress_triples
 from .gammagamma import GammaGammaParams
+from .paretonbd import ParetoNbdParams
 from .summary import TIME_UNIT_DAYS
 from .value import (
     DAYS_PER_MONTH,
@@ -18,7 +20,7 @@ from .value import (
     population_lifespan_years,
 )
 
-PURCHASE_MODELS = ("bgnbd", "mbgnbd")
+PURCHASE_MODELS = ("bgnbd", "mbgnbd", "paretonbd")
 # Below this many repeat buyers Gamma-Gamma is not identifiable; spend falls back to
 # each customer's own mean (population mean of repeat buyers for x = 0).
 MIN_SPEND_CUSTOMERS = 20
@@ -69,9 +71,13 @@ def fit(
     if sample_size is not None and sample_size < n_total:
         idx = np.random.default_rng(seed).choice(n_total, size=sample_size, replace=False)
         x, t_x, TT, m = x[idx], t_x[idx], TT[idx], m[idx]
-    modified = model == "mbgnbd"
-    purchase = bgnbd.fit(x, t_x, TT, modified=modified)
-    pa = bgnbd.probability_alive(purchase.params, x, t_x, TT, modified=modified)
+    if model == "paretonbd":
+        purchase = paretonbd.fit(x, t_x, TT)
+        pa = paretonbd.probability_alive(purchase.params, x, t_x, TT)
+    else:
+        modified = model == "mbgnbd"
+        purchase = bgnbd.fit(x, t_x, TT, modified=modified)
+        pa = bgnbd.probability_alive(purchase.params, x, t_x, TT, modified=modified)
     lifespan = population_lifespan_years(pa, TT, unit_days=settings.unit_days, max_years=settings.max_lifespan_years)
     repeat = (x > 0) & (m > 0)
     if repeat.sum() >= MIN_SPEND_CUSTOMERS:
@@ -120,8 +126,7 @@ def score(
       classic_clv          average purchase value x purchases/year x lifespan x margin (NaN without total_value)
     """
     settings = ScoreSettings(**params["settings"])
-    modified = params["purchase_model"] == "mbgnbd"
-    purchase = BgNbdParams.from_dict(params["purchase"])
+    probability_alive, conditional_expected = _purchase_functions(params["purchase_model"], params["purchase"])
     x, t_x, TT, m = (np.asarray(a, dtype=np.float64) for a in (frequency, recency, T, monetary))
     n = x.size
     if n == 0:
@@ -134,13 +139,11 @@ def score(
     # Score each distinct (x, t_x, T) once; most customers share their triple with others.
     data = compress_triples(x, t_x, TT, return_inverse=True)
     inv = data.inverse
-    p_alive_u = bgnbd.probability_alive(purchase, data.x, data.t_x, data.T, modified=modified)
+    p_alive_u = probability_alive(data.x, data.t_x, data.T)
     month = DAYS_PER_MONTH / settings.unit_days
     cumulative_u = np.zeros((settings.horizon_months + 1, data.n_unique))
     for k in range(1, settings.horizon_months + 1):
-        cumulative_u[k] = bgnbd.conditional_expected_purchases(
-            purchase, k * month, data.x, data.t_x, data.T, modified=modified
-        )
+        cumulative_u[k] = conditional_expected(k * month, data.x, data.t_x, data.T, p_alive_u)
 
     spend = params["spend"]
     if spend["model"] == "gammagamma":
@@ -177,6 +180,25 @@ def score(
         "historical_value": historical,
         "classic_clv": classic,
     }
+
+
+def _purchase_functions(model: str, purchase: dict) -> tuple[Callable, Callable]:
+    """(p_alive(x, t_x, T), E[purchases in (T, T+t]](t, x, t_x, T, p_alive)) for a fitted purchase model."""
+    if model == "paretonbd":
+        pn = ParetoNbdParams.from_dict(purchase)
+        # P(alive) is the costly part (two 2F1 per customer): reuse it for every horizon step.
+        return (
+            lambda x, t_x, T: paretonbd.probability_alive(pn, x, t_x, T),
+            lambda t, x, t_x, T, p_alive: p_alive * paretonbd.expected_purchases_if_alive(pn, t, x, T),
+        )
+    if model not in PURCHASE_MODELS:
+        raise ValueError(f"unknown purchase model {model!r}")
+    bg = BgNbdParams.from_dict(purchase)
+    modified = model == "mbgnbd"
+    return (
+        lambda x, t_x, T: bgnbd.probability_alive(bg, x, t_x, T, modified=modified),
+        lambda t, x, t_x, T, p_alive: bgnbd.conditional_expected_purchases(bg, t, x, t_x, T, modified=modified),
+    )
 
 
 def fit_and_score(

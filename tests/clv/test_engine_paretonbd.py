@@ -1,12 +1,15 @@
-"""Pareto/NBD engine: published CDNOW estimates, likelihood against quadrature, extreme inputs, Monte-Carlo agreement."""
+"""Pareto/NBD engine: published CDNOW estimates, likelihood against quadrature, extreme inputs, Monte-Carlo agreement, pipeline wiring."""
+
+import json
 
 import numpy as np
 import pytest
 from scipy.integrate import quad
 from scipy.special import gammaln
 
-from clv.engine import paretonbd
+from clv.engine import holdout, paretonbd, pipeline
 from clv.engine.paretonbd import ParetoNbdParams
+from clv.engine.value import DAYS_PER_MONTH
 from tests.clv.data import cdnow_summary
 
 CDNOW = ParetoNbdParams(r=0.5534, alpha=10.5802, s=0.6061, beta=11.6562)
@@ -225,3 +228,89 @@ def test_fit_recovers_simulated_parameters(simulated):
     # The fitted model's likelihood beats the truth's on the same data (it is the maximum).
     data = (sim["frequency"][rows], sim["recency"][rows], sim["T"][rows])
     assert fitted.diagnostics.log_likelihood >= paretonbd.log_likelihood(CDNOW, *data).sum() - 1e-6
+
+
+# ---------------------------------------------------------------- pipeline and model selection
+
+
+def test_pipeline_fits_and_scores_paretonbd(simulated):
+    sim = simulated
+    rows = slice(0, 20_000)
+    x, t_x, T = sim["frequency"][rows], sim["recency"][rows], sim["T"][rows]
+    spend = np.where(x > 0, np.random.default_rng(3).gamma(6.0, 5.0, size=x.size), 0.0)
+    result = pipeline.fit_and_score(x, t_x, T, spend, model="paretonbd", time_unit="weeks", horizon_months=6)
+    json.dumps(result.params)
+    json.dumps(result.diagnostics)
+    assert result.params["purchase_model"] == "paretonbd"
+    assert set(result.params["purchase"]) == {"r", "alpha", "s", "beta"}
+    assert result.diagnostics["purchase"]["model"] == "paretonbd"
+    fitted = ParetoNbdParams.from_dict(result.params["purchase"])
+    scores = result.scores
+    np.testing.assert_allclose(scores["p_alive"], paretonbd.probability_alive(fitted, x, t_x, T), rtol=1e-12)
+    horizon = 6 * DAYS_PER_MONTH / 7.0
+    np.testing.assert_allclose(
+        scores["expected_purchases"],
+        paretonbd.conditional_expected_purchases(fitted, horizon, x, t_x, T),
+        rtol=1e-12,
+    )
+    assert np.all(np.isfinite(scores["clv"]) & (scores["clv"] >= 0))
+    # Scoring again from the JSON params alone gives the same numbers (shards score independently).
+    again = pipeline.score(json.loads(json.dumps(result.params)), x, t_x, T, spend)
+    np.testing.assert_allclose(again["clv"], scores["clv"], rtol=1e-12)
+
+
+def test_score_rejects_unknown_purchase_model(simulated):
+    params, _ = pipeline.fit(
+        simulated["frequency"][:500], simulated["recency"][:500], simulated["T"][:500], np.ones(500)
+    )
+    params["purchase_model"] = "nope"
+    with pytest.raises(ValueError, match="unknown purchase model"):
+        pipeline.score(params, np.ones(1), np.ones(1), np.ones(1), np.ones(1))
+
+
+@pytest.mark.slow
+def test_holdout_selection_can_include_paretonbd_and_picks_it_on_paretonbd_data():
+    # Daily purchase dates from the Pareto/NBD process: with lifetimes that can end before any
+    # repeat purchase, Pareto/NBD should predict the holdout better than BG/NBD.
+    rng = np.random.default_rng(21)
+    n = 30_000
+    truth = ParetoNbdParams(r=0.6, alpha=40.0, s=1.2, beta=120.0)  # rates per day
+    lam = rng.gamma(truth.r, 1.0 / truth.alpha, size=n)
+    mu = rng.gamma(truth.s, 1.0 / truth.beta, size=n)
+    first = rng.integers(0, 180, size=n)
+    end = 730
+    death = first + rng.exponential(1.0 / mu)
+    ids, days = [np.arange(n)], [first]
+    # Purchases as a Poisson process until death or the end of the window.
+    span = np.clip(np.minimum(death, end) - first, 0, None)
+    counts = rng.poisson(lam * span)
+    rep_ids = np.repeat(np.arange(n), counts)
+    rep_days = np.repeat(first, counts) + rng.uniform(0, 1, counts.sum()) * np.repeat(span, counts)
+    ids.append(rep_ids)
+    days.append(np.floor(rep_days).astype(np.int64))
+    all_ids = np.concatenate(ids)
+    dates = np.datetime64("2023-01-01") + np.concatenate(days).astype("timedelta64[D]")
+    split = holdout.split_calibration_holdout(all_ids, dates, np.ones(all_ids.size), "2024-06-30", "2024-12-31")
+    # Default candidates are unchanged: BG/NBD and MBG/NBD only.
+    assert set(holdout.select_purchase_model(split)["candidates"]) == {"bgnbd", "mbgnbd"}
+    choice = holdout.select_purchase_model(split, candidates=holdout.HOLDOUT_MODELS)
+    assert set(choice["candidates"]) == {"bgnbd", "mbgnbd", "paretonbd"}
+    json.dumps(choice)
+    reports = choice["candidates"]
+    assert reports["paretonbd"]["fit"]["log_likelihood"] > reports["bgnbd"]["fit"]["log_likelihood"]
+    assert choice["selected"] == "paretonbd", (choice["reason"], {k: v["mae"] for k, v in reports.items()})
+    assert reports["paretonbd"]["total_predicted"] == pytest.approx(reports["paretonbd"]["total_actual"], rel=0.05)
+
+
+def test_select_purchase_model_needs_two_candidates():
+    split = holdout.split_calibration_holdout(
+        np.array([1, 1, 2]),
+        np.array(["2024-01-01", "2024-01-05", "2024-01-02"], dtype="datetime64[D]"),
+        np.ones(3),
+        "2024-01-31",
+        "2024-02-29",
+    )
+    with pytest.raises(ValueError, match="two distinct candidates"):
+        holdout.select_purchase_model(split, candidates=("bgnbd",))
+    with pytest.raises(ValueError, match="model must be one of"):
+        holdout.holdout_check(split, model="pareto")
