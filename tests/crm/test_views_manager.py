@@ -145,8 +145,8 @@ def test_account_list_with_values_sorts_and_filters_by_risk(client, sales_org, s
     positions = [html.index(n) for n in names]
     assert positions == sorted(positions, reverse=True)  # later accounts were given higher CLV
     html = client.get(reverse("crm:account_list"), {"risk": "high"}).content.decode()
-    assert "High risk" in html
-    assert "Low risk" not in html
+    assert '<span class="badge bad">High risk</span>' in html
+    assert '<span class="badge good">Low risk</span>' not in html
 
 
 def test_account_360_header_shows_values_and_trend(client, sales_org, scored):
