@@ -137,7 +137,7 @@ def account_360(user, pk: int) -> dict[str, Any]:
         .select_related("product", "from_product", "status_changed_by")
         .order_by("-expected_value", "-score", "id")
     )
-    last_contact = customer.contacts.order_by("-occurred_at").values_list("occurred_at", flat=True).first()
+    last_contact = last_contact_of(customer)
     return {
         "customer": customer,
         "run": run,
@@ -153,6 +153,10 @@ def account_360(user, pk: int) -> dict[str, Any]:
 
 def _field(row, name: str):
     return row.get(name) if isinstance(row, dict) else getattr(row, name, None)
+
+
+def last_contact_of(customer: Customer):
+    return customer.contacts.order_by("-occurred_at").values_list("occurred_at", flat=True).first()
 
 
 @dataclass

@@ -99,6 +99,7 @@ def _quick_form_response(request, customer, *, form, template: str, saved: str |
         context.update(_facets_context(customer, request, tab="timeline"))
         context["oob"] = True
         context["just_added"] = True
+        context["last_contact"] = pages.last_contact_of(customer)
     status = 200 if saved or not form.is_bound else 422
     if not request.htmx:
         if saved:

@@ -263,6 +263,7 @@ def test_quick_contact_via_htmx_saves_and_returns_fresh_form_and_timeline(client
     assert 'id="facets" aria-labelledby="facets-title" hx-swap-oob="true"' in html
     assert html.index('id="contact-' + str(contact.pk) + '"') > html.index("hx-swap-oob")
     assert 'value="Renewal talk"' not in html  # the form is fresh again
+    assert '<span id="last-contact" hx-swap-oob="true">' in html
 
 
 def test_quick_contact_with_bad_values_shows_errors_beside_fields_and_keeps_text(client, rep, account):
