@@ -172,8 +172,6 @@ def copy_seed(n: int, users: dict[str, User], seed: int = 7) -> None:
                             "evidence_data", "status", "generated_at", "created_at", "updated_at"], opportunities())
     print(f"  crm rows in {time.perf_counter() - t0:.1f} s", flush=True)
     seed_clv(rng)
-    with connection.cursor() as cur:
-        cur.execute("ANALYZE")
 
 
 def seed_clv(rng: random.Random) -> None:
@@ -218,6 +216,8 @@ def seed_clv(rng: random.Random) -> None:
                                       at_risk_customers=r["at_risk_customers"], value_at_risk=r["value_at_risk"] or 0)
                     for r in rows
                 ])
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE")
     print(f"  clv values in {time.perf_counter() - t0:.1f} s", flush=True)
 
 
@@ -226,12 +226,15 @@ def seed(n: int, seeder: str) -> None:
     if have >= n:
         print(f"database already holds {have:,} customers", flush=True)
         ensure_users()
+        seed_clv(random.Random(7))
         return
     if seeder == "demo":
         call_command("seed_demo", customers=n, seed=42, if_empty=True)
         ensure_users()
         return
     copy_seed(n - have, ensure_users())
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE")
 
 
 # -- timing ---------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -41,13 +40,14 @@ def my_day(request):
 def account_list(request):
     form = AccountFilterForm(request.GET or None)
     filters = form.filters()
-    accounts = pages.account_list(request.user, **filters)
-    page = Paginator(accounts, ACCOUNTS_PER_PAGE).get_page(request.GET.get("page"))
+    run = pages.current_run()
+    page = pages.account_page(request.user, page=request.GET.get("page"), per_page=ACCOUNTS_PER_PAGE, run=run,
+                              **filters)
     key, desc = pages.parse_sort(filters.get("sort"))
     context = {
         "form": form,
         "page": page,
-        "run": pages.current_run(),
+        "run": run,
         "sort_key": key,
         "sort_desc": desc,
         "filtered": any(k in filters for k in ("q", "stage", "relationship", "risk")),
