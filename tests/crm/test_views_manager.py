@@ -204,3 +204,30 @@ def test_recompute_without_clv_task_says_so(client, sales_org):
     response = client.post(reverse("crm:clv_recompute"), **HTMX)
     assert response.status_code == 503
     assert "cannot be queued" in response.content.decode()
+
+
+def test_my_day_lists_valuable_customers_at_risk_not_contacted_lately(client, sales_org, scored):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from crm.selectors.values import clv_model
+
+    rep = sales_org["north_rep1"]
+    mine = list(Customer.objects.filter(owner=rep).order_by("pk"))
+    values = {v.customer_id: v for v in clv_model("CustomerValue").objects.filter(run=scored)}
+    risky = [c for c in mine if values[c.pk].p_alive < 0.5]
+    safe = [c for c in mine if values[c.pk].p_alive >= 0.5]
+    assert risky
+    assert safe
+    client.force_login(rep)
+
+    def at_risk_section() -> str:
+        html = client.get(reverse("crm:my_day")).content.decode()
+        return html.split('id="risk-title"')[1].split("</section>")[0]
+
+    section = at_risk_section()
+    assert all(c.name in section for c in risky)
+    assert not any(c.name in section for c in safe)
+    f.contact(customer=risky[0], subject="Just called", occurred_at=timezone.now() - timedelta(days=2))
+    assert risky[0].name not in at_risk_section()  # contacted lately: no longer listed
