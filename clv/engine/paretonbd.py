@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.integrate import quad
+from scipy.optimize import brentq
 from scipy.special import expit, gammaln, hyp2f1
 
 from .fitting import (
@@ -103,18 +104,51 @@ def _log_tail(rx: np.ndarray, s: float, alpha: float, beta: float, t: np.ndarray
 
 
 def _log_tail_quadrature(rx: float, s: float, alpha: float, beta: float, t: float) -> float:
-    """ln J(t) by adaptive quadrature, the integrand scaled by its value at t (slow; fallback only)."""
-    base = -rx * np.log(alpha + t) - (s + 1.0) * np.log(beta + t)
+    """ln J(t) by adaptive quadrature (slow; fallback only).
 
-    def integrand(u: float) -> float:
-        # tau = t + u; ratio to the value at tau = t, always in (0, 1]
-        return float(np.exp(-rx * np.log1p(u / (alpha + t)) - (s + 1.0) * np.log1p(u / (beta + t))))
+    Substituting tau = e^u - m (m = min(alpha, beta)) turns the integrand into exp(g(u)) with
+    g(u) = u - (r+x) ln(alpha - m + e^u) - (s+1) ln(beta - m + e^u), which is concave
+    (g' = 1 - (r+x) e^u/(alpha-m+e^u) - (s+1) e^u/(beta-m+e^u) decreases from at most 1 to
+    -(r+s+x)). So the integrand is unimodal with an exponential right tail whatever the mix
+    of fast and power-law decay; integrate around the mode, scaled by its value.
+    """
+    a_exp, b_exp = rx, s + 1.0
+    m = min(alpha, beta)
+    log_ka = np.log(alpha - m) if alpha > m else -np.inf
+    log_kb = np.log(beta - m) if beta > m else -np.inf
 
-    # Most of the mass sits within a few 1/decay-rate of t; split there for accuracy.
-    scale = 1.0 / (rx / (alpha + t) + (s + 1.0) / (beta + t))
-    head, _ = quad(integrand, 0.0, 50.0 * scale, limit=200, epsabs=0.0, epsrel=1e-12)
-    tail, _ = quad(integrand, 50.0 * scale, np.inf, limit=200, epsabs=0.0, epsrel=1e-10)
-    return float(base + np.log(head + tail))
+    def g(u: float) -> float:
+        return float(u - a_exp * np.logaddexp(log_ka, u) - b_exp * np.logaddexp(log_kb, u))
+
+    def g_prime(u: float) -> float:
+        return float(1.0 - a_exp * expit(u - log_ka) - b_exp * expit(u - log_kb))
+
+    u0 = float(np.log(m + t))
+    mode = u0
+    if g_prime(u0) > 0:
+        hi = u0 + 1.0
+        while g_prime(hi) > 0:
+            hi = u0 + 2.0 * (hi - u0)
+        mode = brentq(g_prime, u0, hi, xtol=1e-12)
+    g_mode = g(mode)
+
+    def scaled(u: float) -> float:
+        return float(np.exp(g(u) - g_mode))
+
+    # Local width from the curvature at the mode (or the slope when the mode is at u0).
+    eps = 1e-4
+    curvature = -(g_prime(mode + eps) - g_prime(mode - eps)) / (2 * eps)
+    slope = -g_prime(mode)
+    width = 1.0 / max(np.sqrt(max(curvature, 0.0)), slope, 1e-300)
+    width = min(width, 1e6)
+    total = 0.0
+    if mode > u0:
+        total += quad(scaled, u0, mode, limit=200, epsabs=0.0, epsrel=1e-12)[0]
+    cut = mode + 40.0 * width
+    total += quad(scaled, mode, cut, limit=200, epsabs=0.0, epsrel=1e-12)[0]
+    # Beyond the cut g is below g(cut) + g'(cut)(u - cut) (concavity): a fast-decaying remainder.
+    total += quad(scaled, cut, np.inf, limit=200, epsabs=0.0, epsrel=1e-10)[0]
+    return float(g_mode + np.log(total))
 
 
 def _log_died_term(params: ParetoNbdParams, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
