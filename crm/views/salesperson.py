@@ -61,7 +61,8 @@ def _facets_context(customer, request, tab: str | None = None) -> dict:
     tab = tab or request.GET.get("tab", "timeline")
     if tab not in dict(TABS):
         tab = "timeline"
-    context = {"customer": customer, "tab": tab, "tabs": TABS, "facet_choices": pages.FACETS}
+    context = {"customer": customer, "tab": tab, "tabs": TABS, "facet_choices": pages.FACETS,
+               "timeline_limit": pages.TIMELINE_LIMIT}
     if tab == "timeline":
         chosen = [f for f in request.GET.getlist("facet") if f in dict(pages.FACETS)]
         context["chosen_facets"] = chosen or [f for f, _ in pages.FACETS]
