@@ -52,11 +52,23 @@ class AccountFilterForm(forms.Form):
                                      choices=[("", "Any relationship"), *Customer.Relationship.choices])
     risk = forms.ChoiceField(label="Risk", required=False, choices=[("", "Any risk"), *RISK_CHOICES])
     sort = forms.ChoiceField(label="Sort by", required=False, choices=_sort_choices())
+    owner = forms.ModelChoiceField(label="Owner", queryset=User.objects.none(), required=False, empty_label="Anyone")
+
+    def __init__(self, *args, owners=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if owners is None:
+            del self.fields["owner"]  # a salesperson only sees their own accounts
+        else:
+            self.fields["owner"].queryset = owners
+            self.order_fields(["q", "owner"])
 
     def filters(self) -> dict:
         if not self.is_valid():
             return {}
-        return {k: v for k, v in self.cleaned_data.items() if v}
+        data = {k: v for k, v in self.cleaned_data.items() if v}
+        if "owner" in data:
+            data["owner_id"] = data.pop("owner").pk
+        return data
 
 
 def _not_far_future(value, field_label: str):

@@ -38,7 +38,12 @@ def my_day(request):
 @login_required
 @require_GET
 def account_list(request):
-    form = AccountFilterForm(request.GET or None)
+    owners = None
+    if is_manager_or_admin(request.user):
+        from crm.selectors.dashboard import dashboard_scope
+
+        owners = dashboard_scope(request.user).people
+    form = AccountFilterForm(request.GET or None, owners=owners)
     filters = form.filters()
     run = pages.current_run()
     page = pages.account_page(request.user, page=request.GET.get("page"), per_page=ACCOUNTS_PER_PAGE, run=run,
@@ -50,7 +55,7 @@ def account_list(request):
         "run": run,
         "sort_key": key,
         "sort_desc": desc,
-        "filtered": any(k in filters for k in ("q", "stage", "relationship", "risk")),
+        "filtered": any(k in filters for k in ("q", "stage", "relationship", "risk", "owner_id")),
         "has_any": page.paginator.count > 0 or Customer.objects.visible_to(request.user).exists(),
     }
     template = "crm/partials/account_rows.html" if request.htmx and request.htmx.target == "account-results" else "crm/account_list.html"

@@ -425,3 +425,20 @@ def test_my_day_query_count_is_bounded(client, rep, django_assert_max_num_querie
     login(client, rep)
     with django_assert_max_num_queries(12):
         assert client.get(reverse("crm:my_day")).status_code == 200
+
+
+def test_manager_filters_accounts_by_owner_within_their_teams(client, sales_org, account):
+    f.customer(name="Second Rep Co", owner=sales_org["north_rep2"])
+    client.force_login(sales_org["north_manager"])
+    html = client.get(reverse("crm:account_list"), {"owner": sales_org["north_rep2"].pk}).content.decode()
+    assert "Second Rep Co" in html
+    assert "Acme Tools" not in html
+    # Someone outside the manager's teams is not a valid choice: an error beside the field, no filter applied.
+    html = client.get(reverse("crm:account_list"), {"owner": sales_org["south_rep1"].pk}).content.decode()
+    assert 'id="id_owner_error"' in html
+    assert "Acme Tools" in html
+
+
+def test_salesperson_has_no_owner_filter(client, rep):
+    html = login(client, rep).get(reverse("crm:account_list")).content.decode()
+    assert 'name="owner"' not in html
