@@ -147,3 +147,25 @@ class DashboardFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["team"].queryset = teams
         self.fields["salesperson"].queryset = people
+
+
+class AnalyticsForm(forms.Form):
+    """Inputs the analytics questions share: a product, a period and a window."""
+
+    product = forms.ModelChoiceField(label="Product", queryset=None, required=False, empty_label="Any product")
+    since = forms.DateField(label="From", required=False, widget=DateInput())
+    until = forms.DateField(label="To", required=False, widget=DateInput())
+    window_days = forms.IntegerField(label="Window (days)", required=False, min_value=1, max_value=3650, initial=90,
+                                     help_text="Before a loss or a purchase; also “not contacted lately”.")
+
+    def __init__(self, *args, **kwargs):
+        from crm.models import Product
+
+        super().__init__(*args, **kwargs)
+        self.fields["product"].queryset = Product.objects.order_by("family", "tier", "sku")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            self.add_error("until", "The end of the period must be after its start.")
+        return data

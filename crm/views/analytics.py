@@ -33,7 +33,11 @@ def analytics_available() -> bool:
 
 
 def analytics_context(request) -> dict:
+    from crm.forms import AnalyticsForm
+
+    form = AnalyticsForm(request.GET or None)
     return {
+        "form": form,
         "questions": [{"key": k, "title": t, "description": d} for k, t, d in QUESTIONS],
         "available": analytics_available(),
     }

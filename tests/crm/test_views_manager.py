@@ -231,3 +231,12 @@ def test_my_day_lists_valuable_customers_at_risk_not_contacted_lately(client, sa
     assert not any(c.name in section for c in safe)
     f.contact(customer=risky[0], subject="Just called", occurred_at=timezone.now() - timedelta(days=2))
     assert risky[0].name not in at_risk_section()  # contacted lately: no longer listed
+
+
+def test_analytics_inputs_are_validated_beside_the_field(client, sales_org):
+    client.force_login(sales_org["north_manager"])
+    html = client.get(reverse("crm:analytics"), {"since": "2026-05-01", "until": "2026-01-01",
+                                                 "window_days": "0"}).content.decode()
+    assert 'id="id_until_error"' in html
+    assert 'id="id_window_days_error"' in html
+    assert 'value="2026-05-01"' in html
