@@ -80,8 +80,9 @@ def _not_far_future(value, field_label: str):
 class ContactQuickForm(forms.Form):
     channel = forms.ChoiceField(choices=Contact.Channel.choices, initial=Contact.Channel.CALL)
     direction = forms.ChoiceField(
-        choices=[(Contact.Direction.OUTBOUND, "Outbound: we reached out"), (Contact.Direction.INBOUND, "Inbound: they came to us")],
+        choices=[(Contact.Direction.OUTBOUND, "Outbound"), (Contact.Direction.INBOUND, "Inbound")],
         initial=Contact.Direction.OUTBOUND,
+        help_text="Inbound: they came to us (request, feedback, complaint).",
     )
     subject = forms.CharField(max_length=200, widget=forms.TextInput(attrs={"placeholder": "What was it about?"}))
     occurred_at = forms.DateTimeField(label="When", required=False, widget=DateTimeLocalInput(),
