@@ -135,20 +135,6 @@ def account_page(user, *, page: Any = 1, per_page: int = 25, run=None, **filters
     return page_obj
 
 
-def account_list(user, *, sort: str = DEFAULT_SORT, **filters) -> QuerySet[Customer]:
-    """The customers `user` may see, searched, filtered and sorted, with their current values (one queryset)."""
-    run = current_run()
-    qs = _filtered_accounts(user, run, **filters).select_related("owner")
-    if run is not None and "p_alive" in qs.query.annotations:
-        qs = annotate_run_values(qs, run, prefix="v_", fields=("clv", "historical_value", "expected_purchases"))
-        qs = qs.annotate(clv=F("v_clv"), historical_value=F("v_historical_value"))
-    else:
-        qs = annotate_run_values(qs, run, fields=("clv", "p_alive", "historical_value", "expected_purchases"))
-    qs = qs.annotate(last_contact=last_contact_subquery())
-    _, order = _ordering(sort, run)
-    return qs.order_by(*order)
-
-
 def _risk_filter(risk: str) -> dict[str, Any]:
     if risk == "high":
         return {"p_alive__lt": RISK_P_ALIVE}
