@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
@@ -58,8 +59,11 @@ def account_list(request):
         "filtered": any(k in filters for k in ("q", "stage", "relationship", "risk", "owner_id")),
         "has_any": page.paginator.count > 0 or Customer.objects.visible_to(request.user).exists(),
     }
-    template = "crm/partials/account_rows.html" if request.htmx and request.htmx.target == "account-results" else "crm/account_list.html"
-    return render(request, template, context)
+    partial = request.htmx and request.htmx.target == "account-results"
+    response = render(request, "crm/partials/account_rows.html" if partial else "crm/account_list.html", context)
+    # The same URL answers a fragment or a page: caches must keep them apart.
+    patch_vary_headers(response, ["HX-Request", "HX-Target"])
+    return response
 
 
 def _facets_context(customer, request, tab: str | None = None) -> dict:

@@ -152,6 +152,7 @@ def test_account_list_htmx_returns_results_partial(client, rep, account):
     assert html.lstrip().startswith('<section id="account-results"')
     assert "<html" not in html
     assert "Acme Tools" in html
+    assert "HX-Request" in response["Vary"]
 
 
 def test_account_list_empty_state_tells_what_to_do(client, sales_org):
