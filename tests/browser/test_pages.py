@@ -181,3 +181,14 @@ def test_login_page_and_keyboard_navigation(page, book, screenshot):
     page.keyboard.press("Enter")
     page.wait_for_selector("h1:has-text('My day')")
     assert page.url.endswith("/my-day/")
+
+
+def test_pages_fit_a_phone_screen(page, book):
+    page.set_viewport_size({"width": 390, "height": 844})
+    log_in(page, "north_manager")
+    for url in ("/my-day/", "/customers/", f"/customers/{book['acme'].pk}/", "/dashboard/", "/clv/runs/",
+                "/analytics/"):
+        page.goto(url)
+        page.wait_for_load_state("networkidle")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{url} is {width}px wide on a 390px screen"
