@@ -7,8 +7,7 @@ the facts (an association A -> B, near-capacity holdings of a tier-1 product).
 from __future__ import annotations
 
 import random
-from datetime import date, datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -107,7 +106,8 @@ def test_planted_association_top3_and_beats_popularity():
     o = Opportunity.objects.filter(product=conn, customer_id__in=target).first()
     assert "of customers who hold Analytics Pro also hold Data Connector (lift" in o.evidence
     assert o.evidence_data["rule"] == {"antecedent": "ANA-PRO", "consequent": "DATA-CONN"}
-    assert float(o.expected_value) > 0 and o.score > 0
+    assert float(o.expected_value) > 0
+    assert o.score > 0
 
 
 @pytest.mark.django_db
@@ -137,7 +137,8 @@ def test_status_preserved_across_regenerations(make_user):
     Holding.objects.create(customer=still_open.customer, product=conn, since=date(2026, 6, 1))
     total = Opportunity.objects.count()
     r = opportunities_regenerate(as_of=AS_OF)
-    assert r.kept == 4 and r.expired >= 1
+    assert r.kept == 4
+    assert r.expired >= 1
     # Nothing deleted; only that customer's freed top-3 slot may bring a new suggestion.
     assert r.created <= 1
     assert Opportunity.objects.count() == total + r.created
@@ -150,7 +151,8 @@ def test_status_preserved_across_regenerations(make_user):
     Holding.objects.filter(customer=still_open.customer, product=conn).delete()
     r = opportunities_regenerate(as_of=AS_OF)
     still_open.refresh_from_db()
-    assert still_open.status == "open" and r.reopened == 1
+    assert still_open.status == "open"
+    assert r.reopened == 1
 
 
 @pytest.mark.django_db
@@ -167,7 +169,7 @@ def test_won_links_the_later_purchase(make_user):
     o.refresh_from_db()
     assert o.won_purchase is None
     p = purchase_record(
-        customer=o.customer, product=o.product, purchased_at=datetime(2026, 7, 1, tzinfo=dt_timezone.utc),
+        customer=o.customer, product=o.product, purchased_at=datetime(2026, 7, 1, tzinfo=UTC),
         amount=Decimal(500),
     )
     o.refresh_from_db()

@@ -51,7 +51,8 @@ def test_planted_association_in_top3_and_beats_popularity():
 
 def test_value_factor_clipped():
     f = E.value_factor(np.array([0.0] + [100.0] * 20 + [100_000.0]))
-    assert f[0] == E.FACTOR_MIN and f[-1] == E.FACTOR_MAX
+    assert f[0] == E.FACTOR_MIN
+    assert f[-1] == E.FACTOR_MAX
 
 
 def test_up_sell_capacity_and_value_rules():
