@@ -160,3 +160,12 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# Opportunity engine (cross-sell and up-sell suggestions).
+OPPORTUNITY_MIN_SUPPORT = env.float("OPPORTUNITY_MIN_SUPPORT", default=0.001)  # share of customers holding A and B
+OPPORTUNITY_MIN_COUNT = env.int("OPPORTUNITY_MIN_COUNT", default=5)  # customers holding A and B, at least
+OPPORTUNITY_MIN_LIFT = env.float("OPPORTUNITY_MIN_LIFT", default=1.0)  # rules must beat the base rate
+OPPORTUNITY_TOP_K = env.int("OPPORTUNITY_TOP_K", default=3)  # cross-sell suggestions per customer
+UPSELL_UTILISATION_THRESHOLD = env.float("UPSELL_UTILISATION_THRESHOLD", default=0.9)
+UPSELL_PERIODS = env.int("UPSELL_PERIODS", default=3)  # consecutive recent usage periods at/over the threshold
+UPSELL_HIGH_VALUE_QUANTILE = env.float("UPSELL_HIGH_VALUE_QUANTILE", default=0.8)  # top quintile by value

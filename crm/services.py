@@ -148,7 +148,12 @@ def purchase_record(
         order_ref=order_ref,
         external_id=external_id or None,
     )
-    return _save_new(purchase)
+    _save_new(purchase)
+    # opps: a won opportunity for this product is realised by this purchase.
+    from crm.opportunities.services import opportunities_link_won_purchases
+
+    opportunities_link_won_purchases(purchases=[purchase])
+    return purchase
 
 
 @transaction.atomic

@@ -1,0 +1,117 @@
+"""Benchmark: opportunity regeneration for 100,000 customers x 200 products on PostgreSQL.
+
+Usage: DATABASE_URL=postgres://... python bench/bench_opportunities.py [--customers N] [--products P]
+Loads synthetic customers/products/holdings/usage once (rows tagged external_id 'BENCH-...',
+generated in SQL with generate_series) and times a first regeneration (all inserts) and a second
+(all updates). Migrate the database first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.db import connection  # noqa: E402
+
+
+def ensure_base(customers: int, products: int) -> None:
+    """Bench customers, products (10 families x 20 tiers... 4 tiers per family) and active holdings with usage."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM crm_customer WHERE external_id LIKE 'BENCH-%%'", [])
+        if cur.fetchone()[0] >= customers:
+            return
+        print(f"loading {customers} customers, {products} products ...", flush=True)
+        t = time.perf_counter()
+        cur.execute("SELECT setseed(0.42)")
+        cur.execute(
+            """
+            INSERT INTO crm_product (external_id, created_at, updated_at, sku, name, family, tier, list_price,
+                                     unit_cost, capacity_unit, capacity_per_unit, is_active, description)
+            SELECT 'BENCH-P' || i, now(), now(), 'BENCH-' || lpad(i::text, 4, '0'), 'Bench product ' || i,
+                   'bfam' || (i / 4), 1 + i %% 4, 100 + (i %% 37) * 20, 40 + (i %% 11) * 5,
+                   CASE WHEN i %% 4 = 0 THEN 'seats' ELSE '' END, CASE WHEN i %% 4 = 0 THEN 50 END, true, ''
+            FROM generate_series(0, %s - 1) i
+            """,
+            [products],
+        )
+        cur.execute(
+            """
+            INSERT INTO crm_customer (external_id, created_at, updated_at, name, kind, relationship_type,
+                                      lifecycle_stage, industry, city, country, email, phone, website, notes)
+            SELECT 'BENCH-' || lpad(i::text, 7, '0'), now(), now(), 'Bench customer ' || i, 'company',
+                   (ARRAY['transactional','repeat','partner','strategic'])[1 + i %% 4],
+                   (ARRAY['acquired','developing','retained','advocate','lost'])[1 + i %% 5], '', '', '', '', '', '', ''
+            FROM generate_series(1, %s) i
+            """,
+            [customers],
+        )
+        # Each customer holds ~4 products drawn with skewed popularity, plus planted pairs (p, p+1).
+        cur.execute(
+            """
+            WITH c AS (SELECT id FROM crm_customer WHERE external_id LIKE 'BENCH-%%'),
+            p AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS k FROM crm_product WHERE external_id LIKE 'BENCH-P%%'),
+            picks AS (
+                SELECT DISTINCT c.id AS cid, floor(power(random(), 2) * %s)::int AS k
+                FROM c, generate_series(1, 4)
+            ),
+            pairs AS (
+                SELECT cid, k FROM picks UNION SELECT cid, k + 1 FROM picks WHERE k %% 8 = 2 AND random() < 0.7
+            )
+            INSERT INTO crm_holding (created_at, updated_at, customer_id, product_id, quantity, since, status)
+            SELECT now(), now(), pairs.cid, p.id, 1, DATE '2025-01-01', 'active'
+            FROM pairs JOIN p ON p.k = pairs.k
+            """,
+            [products],
+        )
+        cur.execute(
+            """
+            INSERT INTO crm_usage (created_at, updated_at, holding_id, period_start, period_end, used, note)
+            SELECT now(), now(), h.id, d::date, (d + interval '27 days')::date,
+                   CASE WHEN h.id %% 5 = 0 THEN 47 + random() * 3 ELSE random() * 40 END, ''
+            FROM crm_holding h JOIN crm_product p ON p.id = h.product_id
+            CROSS JOIN generate_series(DATE '2026-04-01', DATE '2026-06-01', interval '1 month') d
+            WHERE p.capacity_per_unit IS NOT NULL AND p.external_id LIKE 'BENCH-P%%'
+            """,
+            [],
+        )
+        cur.execute("ANALYZE", [])
+        print(f"loaded in {time.perf_counter() - t:.1f} s", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--customers", type=int, default=100_000)
+    ap.add_argument("--products", type=int, default=200)
+    args = ap.parse_args()
+    if connection.vendor != "postgresql":
+        sys.exit("Run against PostgreSQL (DATABASE_URL=postgres://...).")
+    from datetime import date
+
+    from crm.opportunities.services import opportunities_regenerate
+
+    ensure_base(args.customers, args.products)
+    with connection.cursor() as cur:
+        cur.execute("SELECT (SELECT COUNT(*) FROM crm_customer), (SELECT COUNT(*) FROM crm_product), "
+                    "(SELECT COUNT(*) FROM crm_holding), (SELECT COUNT(*) FROM crm_usage)")
+        print("customers, products, holdings, usage rows:", cur.fetchone())
+    for label in ("first run (inserts)", "second run (updates)"):
+        t = time.perf_counter()
+        r = opportunities_regenerate(as_of=date(2026, 6, 30))
+        total = time.perf_counter() - t
+        print(f"{label}: {total:.1f} s  created={r.created} updated={r.updated} expired={r.expired} "
+              f"cross_sell={r.cross_sell} up_sell={r.up_sell}")
+        print("  timings:", {k: round(v, 2) for k, v in r.timings.items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,398 @@
+"""Read-only answers to a salesperson's seven questions, each bounded by the visibility rule (one SQL query each where possible).
+
+Every selector takes the asking `user` and counts only customers that user may see
+(`customer_visibility_q`). Periods are `since`/`until` dates (inclusive, on the fact's date);
+windows are in days. Results are plain dicts and lists that pages, the API and the
+`analytics` command render.
+"""
+
+from __future__ import annotations
+
+import statistics
+from datetime import date, timedelta
+from decimal import Decimal
+
+from django.db import connection
+from django.db.models import (
+    Count,
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from accounts.selectors import customer_visibility_q
+from crm.models import Contact, Customer, Product, Purchase
+
+MARGIN = ExpressionWrapper(
+    F("amount") - F("quantity") * Coalesce("unit_cost", "product__unit_cost", Value(Decimal(0))),
+    output_field=DecimalField(max_digits=20, decimal_places=2),
+)
+
+
+def _period(qs, field: str, since: date | None, until: date | None):
+    if since:
+        qs = qs.filter(**{f"{field}__date__gte": since})
+    if until:
+        qs = qs.filter(**{f"{field}__date__lte": until})
+    return qs
+
+
+def _product(product) -> Product:
+    if isinstance(product, Product):
+        return product
+    try:
+        return Product.objects.get(sku=product)
+    except Product.DoesNotExist:
+        raise ValueError(f"Unknown product SKU {product!r}.") from None
+
+
+def _current_values_subquery(field: str):
+    """The customer's value in the current CLV run (None when no run yet or the clv app is absent)."""
+    try:
+        from clv.models import CustomerValue  # noqa: PLC0415
+    except ImportError:
+        return Value(None, output_field=DecimalField(max_digits=14, decimal_places=2))
+    return Subquery(
+        CustomerValue.objects.filter(run__is_current=True, customer_id=OuterRef("pk")).values(field)[:1]
+    )
+
+
+# 1 ------------------------------------------------------------------------------------------
+def product_buyers(user, *, product, since: date | None = None, until: date | None = None) -> dict:
+    """How many customers bought `product` (SKU or Product) in the period, and how many more than once."""
+    p = _product(product)
+    qs = _period(Purchase.objects.filter(customer_visibility_q(user, "customer__"), product=p), "purchased_at", since, until)
+    per_customer = qs.values("customer_id").annotate(n=Count("id"), total=Sum("amount"))
+    agg = per_customer.aggregate(
+        customers=Count("customer_id"),
+        repeat_customers=Count("customer_id", filter=Q(n__gt=1)),
+        purchases=Coalesce(Sum("n"), 0),
+        amount=Sum("total"),
+    )
+    customers = agg["customers"]
+    return {
+        "sku": p.sku,
+        "product": p.name,
+        "customers": customers,
+        "repeat_customers": agg["repeat_customers"],
+        "repeat_share": round(agg["repeat_customers"] / customers, 4) if customers else 0.0,
+        "purchases": agg["purchases"],
+        "amount": agg["amount"] or Decimal(0),
+    }
+
+
+# 2 ------------------------------------------------------------------------------------------
+def contact_frequency(
+    user, *, since: date | None = None, until: date | None = None, limit: int | None = 100
+) -> list[dict]:
+    """Per visible customer with contacts in the period: count, mean gap in days, first and last contact."""
+    qs = _period(Contact.objects.filter(customer_visibility_q(user, "customer__")), "occurred_at", since, until)
+    rows = (
+        qs.values("customer_id", "customer__name")
+        .annotate(contacts=Count("id"), first=Min("occurred_at"), last=Max("occurred_at"))
+        .order_by("-contacts", "customer_id")
+    )
+    if limit:
+        rows = rows[:limit]
+    out = []
+    for r in rows:
+        n = r["contacts"]
+        gap = (r["last"] - r["first"]).total_seconds() / 86400 / (n - 1) if n > 1 else None
+        out.append(
+            {
+                "customer_id": r["customer_id"], "customer": r["customer__name"], "contacts": n,
+                "mean_gap_days": round(gap, 1) if gap is not None else None,
+                "first_contact": r["first"], "last_contact": r["last"],
+            }
+        )
+    return out
+
+
+def valuable_not_contacted(
+    user, *, days: int = 60, as_of: date | None = None, top_share: float = 0.2, limit: int = 50
+) -> list[dict]:
+    """Visible active customers in the top `top_share` by value (CLV, else margin so far) with no contact in `days`."""
+    as_of = as_of or timezone.localdate()
+    cutoff = as_of - timedelta(days=days)
+    margin = Subquery(
+        Purchase.objects.filter(customer_id=OuterRef("pk"))
+        .values("customer_id")
+        .annotate(m=Sum(MARGIN))
+        .values("m")[:1]
+    )
+    qs = (
+        Customer.objects.filter(customer_visibility_q(user)).active()
+        .annotate(
+            clv=_current_values_subquery("clv"),
+            margin=Coalesce(margin, Value(Decimal(0)), output_field=DecimalField(max_digits=20, decimal_places=2)),
+            last_contact=Max("contacts__occurred_at"),
+        )
+        .annotate(value=Coalesce("clv", "margin", output_field=DecimalField(max_digits=20, decimal_places=2)))
+        .values("pk", "name", "owner__username", "value", "clv", "margin", "last_contact")
+        .order_by("-value", "pk")
+    )
+    rows = list(qs)
+    top = rows[: max(1, int(round(len(rows) * top_share)))] if rows else []
+    stale = [
+        {
+            "customer_id": r["pk"], "customer": r["name"], "owner": r["owner__username"], "value": r["value"],
+            "value_source": "clv" if r["clv"] is not None else "margin", "last_contact": r["last_contact"],
+            "days_since_contact": (as_of - r["last_contact"].date()).days if r["last_contact"] else None,
+        }
+        for r in top
+        if r["last_contact"] is None or r["last_contact"].date() < cutoff
+    ]
+    return stale[:limit]
+
+
+# 3 ------------------------------------------------------------------------------------------
+def most_profitable(
+    user, *, by: str = "margin", since: date | None = None, until: date | None = None, limit: int = 20
+) -> list[dict]:
+    """Top customers by margin so far (purchases in the period) or by predicted CLV of the current run."""
+    if by not in {"margin", "clv"}:
+        raise ValueError('by must be "margin" or "clv".')
+    if by == "margin":
+        qs = _period(
+            Purchase.objects.filter(customer_visibility_q(user, "customer__")), "purchased_at", since, until
+        )
+        rows = (
+            qs.values("customer_id", "customer__name")
+            .annotate(margin=Sum(MARGIN), revenue=Sum("amount"), purchases=Count("id"))
+            .order_by("-margin", "customer_id")[:limit]
+        )
+        return [
+            {"customer_id": r["customer_id"], "customer": r["customer__name"], "margin": r["margin"],
+             "revenue": r["revenue"], "purchases": r["purchases"]}
+            for r in rows
+        ]
+    from clv.models import CustomerValue  # noqa: PLC0415
+
+    rows = (
+        CustomerValue.objects.filter(run__is_current=True)
+        .filter(customer_visibility_q(user, "customer__"))
+        .values("customer_id", "customer__name", "clv", "p_alive", "historical_value")
+        .order_by("-clv", "customer_id")[:limit]
+    )
+    return [
+        {"customer_id": r["customer_id"], "customer": r["customer__name"], "clv": r["clv"],
+         "p_alive": r["p_alive"], "margin": r["historical_value"]}
+        for r in rows
+    ]
+
+
+# 4 and 6 share a raw query each (PostgreSQL date arithmetic and FILTER), bounded by visibility
+def _visible_ids_sql(user) -> tuple[str, list]:
+    sql, params = Customer.objects.filter(customer_visibility_q(user)).values("pk").query.sql_with_params()
+    return sql, list(params)
+
+
+def _lifted(rows, n_group: int, n_base: int) -> list[dict]:
+    out = []
+    for kind, hit, base in rows:
+        rate = hit / n_group if n_group else 0.0
+        base_rate = base / n_base if n_base else 0.0
+        out.append(
+            {"kind": kind, "customers": hit, "rate": round(rate, 4), "base_customers": base,
+             "base_rate": round(base_rate, 4), "lift": round(rate / base_rate, 3) if base_rate else None}
+        )
+    out.sort(key=lambda r: (-(r["lift"] if r["lift"] is not None else float("inf") if r["rate"] else 0), r["kind"]))
+    return out
+
+
+def events_before_loss(
+    user, *, window_days: int = 90, since: date | None = None, until: date | None = None,
+    as_of: date | None = None,
+) -> dict:
+    """Event kinds seen within `window_days` before a customer was lost, against their base rate.
+
+    rate(kind) = share of lost customers (lost_on in the period) with >= 1 event of that kind in
+    [lost_on - window, lost_on); base rate = share of customers not lost with >= 1 event of that kind
+    in the same-length window before `as_of` (default today); lift = rate / base rate.
+    """
+    as_of = as_of or timezone.localdate()
+    vis_sql, vis_params = _visible_ids_sql(user)
+    period = ""
+    params: list = []
+    if since:
+        period += " AND c.lost_on >= %s"
+        params.append(since)
+    if until:
+        period += " AND c.lost_on <= %s"
+        params.append(until)
+    sql = f"""
+        WITH vis AS ({vis_sql}),
+        cust AS (
+            SELECT c.id, c.lost_on, (c.lost_on IS NOT NULL {period}) AS is_lost,
+                   (c.lost_on IS NULL AND c.lifecycle_stage <> 'lost') AS is_base
+            FROM crm_customer c WHERE c.id IN (SELECT * FROM vis)
+        ),
+        counts AS (SELECT COUNT(*) FILTER (WHERE is_lost) AS n_lost, COUNT(*) FILTER (WHERE is_base) AS n_base FROM cust),
+        hits AS (
+            SELECT e.kind,
+                   COUNT(DISTINCT e.customer_id) FILTER (
+                       WHERE cu.is_lost AND e.occurred_at >= (cu.lost_on - %s)::timestamptz
+                         AND e.occurred_at < cu.lost_on::timestamptz) AS lost_hits,
+                   COUNT(DISTINCT e.customer_id) FILTER (
+                       WHERE cu.is_base AND e.occurred_at >= (%s::date - %s)::timestamptz
+                         AND e.occurred_at < %s::date::timestamptz) AS base_hits
+            FROM crm_event e JOIN cust cu ON cu.id = e.customer_id
+            WHERE cu.is_lost OR cu.is_base
+            GROUP BY e.kind
+        )
+        SELECT h.kind, h.lost_hits, h.base_hits, c.n_lost, c.n_base FROM hits h CROSS JOIN counts c
+        UNION ALL SELECT NULL, 0, 0, c.n_lost, c.n_base FROM counts c
+    """
+    with connection.cursor() as cur:
+        cur.execute(sql, [*vis_params, *params, window_days, as_of, window_days, as_of])
+        rows = cur.fetchall()
+    n_lost, n_base = rows[-1][3], rows[-1][4]
+    kinds = _lifted([(k, lh, bh) for k, lh, bh, _, _ in rows[:-1] if lh or bh], n_lost, n_base)
+    return {"window_days": window_days, "lost_customers": n_lost, "base_customers": n_base, "kinds": kinds}
+
+
+# 5 ------------------------------------------------------------------------------------------
+def customer_products(
+    user, *, product=None, customer_id: int | None = None, since: date | None = None, until: date | None = None,
+    limit: int | None = 500,
+) -> list[dict]:
+    """Customer x product: purchases, quantity and amount per pair; with `product`, the customers of that product."""
+    qs = _period(
+        Purchase.objects.filter(customer_visibility_q(user, "customer__"), product__isnull=False),
+        "purchased_at", since, until,
+    )
+    if product is not None:
+        qs = qs.filter(product=_product(product))
+    if customer_id is not None:
+        qs = qs.filter(customer_id=customer_id)
+    rows = (
+        qs.values("customer_id", "customer__name", "product__sku", "product__name")
+        .annotate(purchases=Count("id"), quantity=Sum("quantity"), amount=Sum("amount"), last=Max("purchased_at"))
+        .order_by("customer__name", "customer_id", "product__sku")
+    )
+    if limit:
+        rows = rows[:limit]
+    return [
+        {"customer_id": r["customer_id"], "customer": r["customer__name"], "sku": r["product__sku"],
+         "product": r["product__name"], "purchases": r["purchases"], "quantity": r["quantity"],
+         "amount": r["amount"], "last_purchase": r["last"]}
+        for r in rows
+    ]
+
+
+# 6 ------------------------------------------------------------------------------------------
+def events_before_purchase(
+    user, *, window_days: int = 60, product=None, since: date | None = None, until: date | None = None
+) -> dict:
+    """Event kinds that come before a purchase: rate, lift against the base rate, median lead time.
+
+    For each event (in the period) of a visible customer: was there a purchase (of `product`, if
+    given) by the same customer within (t, t + window]? rate(kind) = share of that kind's events
+    followed by one; base rate = the same share over all events of every kind; lift = rate / base.
+    Lead time = days from the event to the first such purchase (median, and quartiles).
+    """
+    vis_sql, vis_params = _visible_ids_sql(user)
+    params: list = [window_days]
+    prod = ""
+    if product is not None:
+        prod = " AND p.product_id = %s"
+        params.append(_product(product).pk)
+    period = ""
+    if since:
+        period += " AND e.occurred_at >= %s::date::timestamptz"
+        params.append(since)
+    if until:
+        period += " AND e.occurred_at < (%s::date + 1)::timestamptz"
+        params.append(until)
+    sql = f"""
+        WITH ev AS (
+            SELECT e.kind,
+                   (SELECT MIN(p.purchased_at) FROM crm_purchase p
+                     WHERE p.customer_id = e.customer_id AND p.purchased_at > e.occurred_at
+                       AND p.purchased_at <= e.occurred_at + make_interval(days => %s){prod}) - e.occurred_at AS lead
+            FROM crm_event e
+            WHERE e.customer_id IN ({vis_sql}){period}
+        )
+        SELECT kind, COUNT(*) AS events, COUNT(lead) AS followed,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM lead) / 86400.0) AS median_days,
+               percentile_cont(0.25) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM lead) / 86400.0) AS q1,
+               percentile_cont(0.75) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM lead) / 86400.0) AS q3
+        FROM ev GROUP BY kind
+    """
+    # Parameter order follows the SQL text: window, product, then visibility, then period.
+    ordered = [params[0], *params[1 : 1 + bool(prod)], *vis_params, *params[1 + bool(prod) :]]
+    with connection.cursor() as cur:
+        cur.execute(sql, ordered)
+        rows = cur.fetchall()
+    total = sum(r[1] for r in rows)
+    followed = sum(r[2] for r in rows)
+    base_rate = followed / total if total else 0.0
+    kinds = []
+    for kind, events, hit, med, q1, q3 in rows:
+        rate = hit / events if events else 0.0
+        kinds.append(
+            {"kind": kind, "events": events, "followed_by_purchase": hit, "rate": round(rate, 4),
+             "base_rate": round(base_rate, 4), "lift": round(rate / base_rate, 3) if base_rate else None,
+             "median_lead_days": round(med, 1) if med is not None else None,
+             "lead_days_q1": round(q1, 1) if q1 is not None else None,
+             "lead_days_q3": round(q3, 1) if q3 is not None else None}
+        )
+    kinds.sort(key=lambda r: (-(r["lift"] or 0), r["kind"]))
+    return {"window_days": window_days, "events": total, "base_rate": round(base_rate, 4), "kinds": kinds}
+
+
+# 7 ------------------------------------------------------------------------------------------
+def loyalty_patterns(user, *, as_of: date | None = None, active_days: int = 365) -> list[dict]:
+    """Per relationship type x lifecycle stage: customers, retention, purchases per customer-year, mean CLV and P(alive).
+
+    retention = share of the group's customers not lost that bought within `active_days` before
+    `as_of`; purchase frequency = purchases per customer per year of tenure (since the first purchase).
+    """
+    as_of = as_of or timezone.localdate()
+    recent = as_of - timedelta(days=active_days)
+    per_customer = (
+        Customer.objects.filter(customer_visibility_q(user))
+        .annotate(
+            n=Count("purchases"),
+            first=Min("purchases__purchased_at"),
+            last=Max("purchases__purchased_at"),
+            clv=_current_values_subquery("clv"),
+            p_alive=_current_values_subquery("p_alive"),
+        )
+        .values("relationship_type", "lifecycle_stage", "n", "first", "last", "clv", "p_alive", "lost_on")
+    )
+    groups: dict[tuple[str, str], dict] = {}
+    for r in per_customer:
+        g = groups.setdefault(
+            (r["relationship_type"], r["lifecycle_stage"]),
+            {"customers": 0, "retained": 0, "purchases": 0, "years": 0.0, "clv": [], "p_alive": []},
+        )
+        g["customers"] += 1
+        g["purchases"] += r["n"]
+        if r["first"]:
+            g["years"] += max((as_of - r["first"].date()).days, 1) / 365.25
+        if r["lost_on"] is None and r["last"] and r["last"].date() >= recent:
+            g["retained"] += 1
+        if r["clv"] is not None:
+            g["clv"].append(float(r["clv"]))
+        if r["p_alive"] is not None:
+            g["p_alive"].append(float(r["p_alive"]))
+    out = []
+    for (rel, stage), g in sorted(groups.items()):
+        out.append(
+            {"relationship_type": rel, "lifecycle_stage": stage, "customers": g["customers"],
+             "retention": round(g["retained"] / g["customers"], 4),
+             "purchases_per_customer_year": round(g["purchases"] / g["years"], 3) if g["years"] else 0.0,
+             "avg_clv": round(statistics.fmean(g["clv"]), 2) if g["clv"] else None,
+             "avg_p_alive": round(statistics.fmean(g["p_alive"]), 4) if g["p_alive"] else None}
+        )
+    return out

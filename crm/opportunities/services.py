@@ -1,0 +1,353 @@
+"""Regenerate cross-sell and up-sell opportunities from the database, keeping what people did with earlier ones."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import DecimalField, ExpressionWrapper, F, Q, Sum, Value, Window
+from django.db.models.functions import Coalesce, RowNumber
+from django.utils import timezone
+
+from crm.models import Customer, Holding, Opportunity, Product, Purchase, Usage
+from crm.opportunities import engine
+
+log = logging.getLogger(__name__)
+BATCH = 5000
+
+
+@dataclass
+class RegenerationResult:
+    created: int = 0
+    updated: int = 0
+    reopened: int = 0
+    expired: int = 0
+    kept: int = 0  # suggestions whose accepted/dismissed/won/lost status was left alone
+    cross_sell: int = 0
+    up_sell: int = 0
+    value_source: str = "historical"
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _customer_values(customer_ids: np.ndarray, index: dict[int, int]) -> tuple[np.ndarray, np.ndarray, str]:
+    """(value, p_alive) per customer: the current CLV run if there is one, else historical margin and p_alive = 1."""
+    n = len(customer_ids)
+    value = np.zeros(n)
+    p_alive = np.ones(n)
+    source = "historical"
+    try:
+        from clv.models import CustomerValue  # noqa: PLC0415 - the clv tables may not exist yet
+
+        rows = list(
+            CustomerValue.objects.filter(run__is_current=True).values_list("customer_id", "clv", "p_alive")
+        )
+    except Exception:  # noqa: BLE001 - no clv app/tables yet: start with historical value
+        rows = []
+    if rows:
+        source = "clv"
+        for cid, clv, pa in rows:
+            i = index.get(cid)
+            if i is not None:
+                value[i] = float(clv or 0)
+                p_alive[i] = float(pa if pa is not None else 1.0)
+        return value, p_alive, source
+    margin = (
+        Purchase.objects.values("customer_id")
+        .annotate(
+            m=Sum(
+                ExpressionWrapper(
+                    F("amount") - F("quantity") * Coalesce("unit_cost", "product__unit_cost", Value(Decimal(0))),
+                    output_field=DecimalField(max_digits=20, decimal_places=2),
+                )
+            )
+        )
+        .values_list("customer_id", "m")
+    )
+    for cid, m in margin:
+        i = index.get(cid)
+        if i is not None:
+            value[i] = float(m or 0)
+    return value, p_alive, source
+
+
+def _fmt_money(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def opportunities_regenerate(
+    *,
+    as_of: date | None = None,
+    min_support: float | None = None,
+    top_k: int | None = None,
+) -> RegenerationResult:
+    """Compute suggestions for every active customer and merge them into the Opportunity table in bulk.
+
+    New suggestions are created open; open ones are refreshed; accepted, dismissed, won and lost
+    ones keep their status (and are not suggested again); open ones no longer supported become
+    expired; expired ones supported again reopen.
+    """
+    cfg = settings
+    as_of = as_of or timezone.localdate()
+    min_support = cfg.OPPORTUNITY_MIN_SUPPORT if min_support is None else min_support
+    top_k = cfg.OPPORTUNITY_TOP_K if top_k is None else top_k
+    result = RegenerationResult()
+    t0 = time.perf_counter()
+
+    customer_ids = np.array(
+        list(Customer.objects.active().order_by("pk").values_list("pk", flat=True)), dtype=np.int64
+    )
+    c_index = {int(c): i for i, c in enumerate(customer_ids)}
+    products = list(
+        Product.objects.filter(is_active=True)
+        .order_by("pk")
+        .values_list("pk", "sku", "name", "family", "tier", "list_price", "unit_cost", "capacity_unit", "capacity_per_unit")
+    )
+    p_ids = np.array([p[0] for p in products], dtype=np.int64)
+    p_index = {int(p): i for i, p in enumerate(p_ids)}
+    n_c, n_p = len(customer_ids), len(products)
+    margin = np.array([max(float(p[5]) - float(p[6]), 0.0) for p in products])
+    tier = np.array([p[4] for p in products], dtype=np.int64)
+    fam_max: dict[str, int] = {}
+    by_family_tier: dict[tuple[str, int], int] = {}
+    for i, p in enumerate(products):
+        fam_max[p[3]] = max(fam_max.get(p[3], 0), p[4])
+        by_family_tier[(p[3], p[4])] = i
+    family_max_tier = np.array([fam_max[p[3]] for p in products], dtype=np.int64)
+    next_tier = np.full(n_p, -1, dtype=np.int64)
+    for i, p in enumerate(products):
+        higher = [t for (f, t) in by_family_tier if f == p[3] and t > p[4]]
+        if higher:
+            next_tier[i] = by_family_tier[(p[3], min(higher))]
+
+    holdings = list(
+        Holding.objects.filter(status=Holding.Status.ACTIVE, customer__in=Customer.objects.active(), since__lte=as_of)
+        .filter(Q(until__isnull=True) | Q(until__gte=as_of))
+        .values_list("pk", "customer_id", "product_id", "quantity")
+    )
+    holdings = [h for h in holdings if h[2] in p_index]
+    h_ids = np.array([h[0] for h in holdings], dtype=np.int64)
+    h_cust = np.array([c_index[h[1]] for h in holdings], dtype=np.int64)
+    h_prod = np.array([p_index[h[2]] for h in holdings], dtype=np.int64)
+    h_qty = np.array([float(h[3]) for h in holdings])
+    result.timings["load"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    value, p_alive, result.value_source = _customer_values(customer_ids, c_index)
+    factor = engine.value_factor(value) if n_c else np.array([])
+    result.timings["values"] = time.perf_counter() - t1
+
+    t1 = time.perf_counter()
+    held = engine.holding_matrix(h_cust, h_prod, n_c, n_p)
+    rules = engine.association_rules(
+        held, min_support=min_support, min_count=cfg.OPPORTUNITY_MIN_COUNT, min_lift=cfg.OPPORTUNITY_MIN_LIFT
+    )
+    cs = engine.cross_sell(held, rules, margin=margin, factor=factor, p_alive=p_alive, top_k=top_k)
+
+    periods = cfg.UPSELL_PERIODS
+    util = np.full((len(h_ids), max(periods, 1)), np.nan)
+    cap_last = np.full(len(h_ids), np.nan)
+    h_row = {int(h): i for i, h in enumerate(h_ids)}
+    capacity_products = [p[0] for p in products if p[8] is not None]
+    if periods and capacity_products:
+        usage = (
+            Usage.objects.filter(
+                holding__status=Holding.Status.ACTIVE, holding__product_id__in=capacity_products, period_end__lte=as_of
+            )
+            .annotate(rn=Window(RowNumber(), partition_by=[F("holding_id")], order_by=F("period_start").desc()))
+            .filter(rn__lte=periods)
+            .values_list("holding_id", "rn", "used", "capacity", "holding__quantity", "holding__product__capacity_per_unit")
+        )
+        for hid, rn, used, cap, qty, per_unit in usage:
+            i = h_row.get(hid)
+            if i is None:
+                continue
+            capacity = float(cap) if cap is not None else float(qty) * float(per_unit)
+            if capacity > 0:
+                util[i, periods - rn] = float(used) / capacity
+                if rn == 1:
+                    cap_last[i] = capacity
+    us = engine.up_sell(
+        holding_customer=h_cust, holding_product=h_prod, holding_quantity=h_qty, utilisation=util,
+        next_tier=next_tier, tier=tier, family_max_tier=family_max_tier, margin=margin,
+        customer_value=value, factor=factor, p_alive=p_alive, held=held,
+        threshold=cfg.UPSELL_UTILISATION_THRESHOLD, periods=periods,
+        high_value_quantile=cfg.UPSELL_HIGH_VALUE_QUANTILE,
+    )
+    result.timings["engine"] = time.perf_counter() - t1
+
+    # Build the suggestion rows: key (customer_id, product_id, kind) -> fields.
+    t1 = time.perf_counter()
+    now = timezone.now()
+    suggestions: dict[tuple[int, int, str], tuple] = {}
+    names = [p[2] for p in products]
+    for c, b, a, conf, lift, sup, ev, score in zip(
+        cs.customer.tolist(), cs.product.tolist(), cs.antecedent.tolist(), cs.confidence.tolist(),
+        cs.lift.tolist(), cs.support.tolist(), cs.expected_value.tolist(), cs.score.tolist(), strict=True,
+    ):
+        text = (
+            f"{conf:.0%} of customers who hold {names[a]} also hold {names[b]} (lift {lift:.1f}); "
+            f"this customer does not."
+        )
+        data = {
+            "rule": {"antecedent": products[a][1], "consequent": products[b][1]},
+            "confidence": round(conf, 4), "lift": round(lift, 3), "support": round(sup, 5),
+            "antecedent_holders": int(rules.holders[a]), "co_holders": int(rules.co[a, b]),
+            "margin": round(float(margin[b]), 2), "value_factor": round(float(factor[c]), 3),
+            "p_alive": round(float(p_alive[c]), 4), "value_source": result.value_source,
+        }
+        suggestions[(int(customer_ids[c]), int(p_ids[b]), Opportunity.Kind.CROSS_SELL)] = (
+            None, score, ev, text, data,
+        )
+    result.cross_sell = len(cs.customer)
+    for hi, b, reason, u, ev, score in zip(
+        us.holding.tolist(), us.target.tolist(), us.reason.tolist(), us.utilisation.tolist(),
+        us.expected_value.tolist(), us.score.tolist(), strict=True,
+    ):
+        c, a = int(h_cust[hi]), int(h_prod[hi])
+        unit = products[a][7] or "units"
+        if reason == "capacity":
+            cap = cap_last[hi]
+            text = (
+                f"used {u:.0%} of {cap:,.0f} {unit} of {names[a]} for {periods} periods in a row; "
+                f"next tier: {names[b]}."
+            )
+        else:
+            text = (
+                f"a top-{1 - cfg.UPSELL_HIGH_VALUE_QUANTILE:.0%} customer by value ({_fmt_money(value[c])}) "
+                f"on tier {tier[a]} of {fam_max[products[a][3]]} of {products[a][3]}; next tier: {names[b]}."
+            )
+        data = {
+            "reason": reason, "from_sku": products[a][1], "to_sku": products[b][1],
+            "utilisation": None if np.isnan(u) else round(u, 4), "periods": periods,
+            "capacity": None if np.isnan(cap_last[hi]) else float(cap_last[hi]),
+            "customer_value": round(float(value[c]), 2), "value_factor": round(float(factor[c]), 3),
+            "p_alive": round(float(p_alive[c]), 4), "value_source": result.value_source,
+        }
+        suggestions[(int(customer_ids[c]), int(p_ids[b]), Opportunity.Kind.UP_SELL)] = (
+            int(p_ids[a]), score, ev, text, data,
+        )
+    result.up_sell = len(us.holding)
+    result.timings["evidence"] = time.perf_counter() - t1
+
+    t1 = time.perf_counter()
+    _merge(suggestions, now=now, result=result)
+    result.timings["write"] = time.perf_counter() - t1
+    result.timings["total"] = time.perf_counter() - t0
+    log.info("opportunities regenerated: %s", result)
+    return result
+
+
+@transaction.atomic
+def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
+    existing = Opportunity.objects.values_list("pk", "customer_id", "product_id", "kind", "status")
+    to_update: list[tuple] = []
+    to_expire: list[int] = []
+    seen: set = set()
+    for pk, cid, pid, kind, status in existing.iterator(chunk_size=20_000):
+        key = (cid, pid, kind)
+        s = suggestions.get(key)
+        if s is None:
+            if status == Opportunity.Status.OPEN:
+                to_expire.append(pk)
+            continue
+        seen.add(key)
+        if status == Opportunity.Status.OPEN:
+            to_update.append((pk, Opportunity.Status.OPEN, *s))
+        elif status == Opportunity.Status.EXPIRED:
+            to_update.append((pk, Opportunity.Status.OPEN, *s))
+            result.reopened += 1
+        else:
+            result.kept += 1
+    result.updated = len(to_update) - result.reopened
+    result.expired = len(to_expire)
+    new = [(k, s) for k, s in suggestions.items() if k not in seen]
+    result.created = len(new)
+
+    for i in range(0, len(to_expire), BATCH):
+        Opportunity.objects.filter(pk__in=to_expire[i : i + BATCH]).update(
+            status=Opportunity.Status.EXPIRED, status_changed_at=now, status_changed_by=None, updated_at=now
+        )
+    _bulk_update(to_update, now)
+    objs = (
+        Opportunity(
+            customer_id=k[0], product_id=k[1], kind=k[2], from_product_id=s[0], score=max(s[1], 0.0),
+            expected_value=_money(s[2]), evidence=s[3], evidence_data=s[4], status=Opportunity.Status.OPEN,
+            generated_at=now,
+        )
+        for k, s in new
+    )
+    batch: list[Opportunity] = []
+    for o in objs:
+        batch.append(o)
+        if len(batch) >= BATCH:
+            Opportunity.objects.bulk_create(batch)
+            batch = []
+    if batch:
+        Opportunity.objects.bulk_create(batch)
+
+
+def _money(x: float) -> Decimal:
+    return Decimal(str(round(max(float(x), 0.0), 2)))
+
+
+def _bulk_update(rows: list[tuple], now) -> None:
+    """Refresh (pk, status, from_product, score, ev, evidence, data) rows; PostgreSQL gets UPDATE ... FROM VALUES."""
+    if not rows:
+        return
+    if connection.vendor == "postgresql":
+        import json
+
+        from psycopg2.extras import execute_values
+
+        sql = (
+            "UPDATE crm_opportunity o SET status = v.status, from_product_id = v.from_product_id::bigint, "
+            "score = v.score, expected_value = v.ev::numeric, evidence = v.evidence, "
+            "evidence_data = v.data::jsonb, generated_at = %s, updated_at = %s, "
+            "status_changed_at = CASE WHEN o.status <> v.status THEN %s ELSE o.status_changed_at END "
+            "FROM (VALUES %%s) AS v(id, status, from_product_id, score, ev, evidence, data) WHERE o.id = v.id"
+        )
+        with connection.cursor() as cur:
+            raw = cur.cursor if hasattr(cur, "cursor") else cur
+            sql = raw.mogrify(sql, (now, now, now)).decode()
+            for i in range(0, len(rows), BATCH):
+                chunk = [
+                    (pk, st, fp, max(sc, 0.0), str(_money(ev)), txt, json.dumps(data))
+                    for pk, st, fp, sc, ev, txt, data in rows[i : i + BATCH]
+                ]
+                execute_values(raw, sql, chunk, page_size=BATCH)
+        return
+    objs = []
+    for pk, st, fp, sc, ev, txt, data in rows:
+        objs.append(
+            Opportunity(
+                pk=pk, status=st, from_product_id=fp, score=max(sc, 0.0), expected_value=_money(ev), evidence=txt,
+                evidence_data=data, generated_at=now, updated_at=now, status_changed_at=now,
+            )
+        )
+    Opportunity.objects.bulk_update(
+        objs,
+        ["status", "from_product", "score", "expected_value", "evidence", "evidence_data", "generated_at", "updated_at"],
+        batch_size=1000,
+    )
+
+
+def opportunities_link_won_purchases(*, purchases: list[Purchase]) -> int:
+    """Link won opportunities (no purchase yet, marked won before the purchase was recorded) to these purchases."""
+    linked = 0
+    for p in purchases:
+        if p.product_id is None:
+            continue
+        recorded = p.created_at or timezone.now()
+        n = Opportunity.objects.filter(
+            customer_id=p.customer_id, product_id=p.product_id, status=Opportunity.Status.WON,
+            won_purchase__isnull=True, status_changed_at__lte=recorded,
+        ).update(won_purchase=p, updated_at=timezone.now())
+        linked += n
+    return linked
+

@@ -1,0 +1,18 @@
+"""Celery tasks of the crm app: thin wrappers around one service each."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from celery import shared_task
+
+
+@shared_task(name="crm.tasks.regenerate_opportunities_task")
+def regenerate_opportunities_task(*_args, as_of: str | None = None) -> dict:
+    """Regenerate opportunities (chained after each CLV run; extra positional args from the chain are ignored)."""
+    from datetime import date
+
+    from crm.opportunities.services import opportunities_regenerate
+
+    result = opportunities_regenerate(as_of=date.fromisoformat(as_of) if as_of else None)
+    return asdict(result)
