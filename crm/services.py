@@ -18,6 +18,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from crm.bulk import bulk_insert
 from crm.models import Contact, Customer, Event, Opportunity, Person, Purchase, Tombstone
 
 SYNCED_CHILDREN = ("people", "purchases", "holdings", "contacts", "events", "opportunities")
@@ -154,6 +155,15 @@ def purchase_record(
 
     opportunities_link_won_purchases(purchases=[purchase])
     return purchase
+
+
+def purchases_bulk_insert(*, columns: list[str], rows: Iterable[tuple]) -> int:
+    """Insert many purchase lines at once (seed, CSV import): the one bulk write path for purchases.
+
+    Rows must already be valid (the callers validate each line and name it on error); the
+    database's check constraints still refuse anything that must never be stored.
+    """
+    return bulk_insert(Purchase, columns, rows)
 
 
 @transaction.atomic

@@ -1,0 +1,85 @@
+"""import_purchases: streamed CSV import that names the bad line and writes nothing on error."""
+
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from crm.models import Customer, Purchase
+from tests.crm import factories as f
+
+pytestmark = pytest.mark.django_db
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "purchases.csv"
+    path.write_text(text)
+    return str(path)
+
+
+def test_imports_rows_and_creates_unseen_customers(tmp_path, capsys):
+    f.customer(external_id="C1", name="Known")
+    f.product(sku="ANA-PRO")
+    path = write(tmp_path, (
+        "customer_external_id,purchased_at,amount,product_sku,quantity,unit_cost,order_ref\n"
+        "C1,2026-01-05,100.00,ANA-PRO,2,30,O-1\n"
+        "C2,2026-01-06T10:30:00+00:00,50.5,,,,\n"
+        "C2,2026-02-01,20,,,,O-3\n"
+    ))
+    call_command("import_purchases", path, verbosity=0)
+    assert Purchase.objects.count() == 3
+    assert Customer.objects.get(external_id="C2").lifecycle_stage == "acquired"
+    first = Purchase.objects.get(order_ref="O-1")
+    assert (first.quantity, first.unit_price, first.amount, first.unit_cost) == (2, Decimal("50.00"), 100, 30)
+    assert first.product.sku == "ANA-PRO"
+    assert "created 1 customers" in capsys.readouterr().out
+
+
+def test_bad_row_in_the_middle_writes_nothing_and_names_the_line(tmp_path):
+    rows = ["customer_external_id,purchased_at,amount"] + [f"N{i},2026-01-{i + 1:02d},10" for i in range(10)]
+    rows.insert(6, "N99,2026-01-07,-5")  # line 7 of the file
+    path = write(tmp_path, "\n".join(rows) + "\n")
+    with pytest.raises(CommandError, match="line 7: amount must not be negative"):
+        call_command("import_purchases", path, batch_size=2, verbosity=0)
+    assert Purchase.objects.count() == 0
+    assert Customer.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("C1,yesterday,10", "line 2: purchased_at 'yesterday' is not a date"),
+        ("C1,2026-01-01,ten", "line 2: amount is not a number"),
+        (",2026-01-01,10", "line 2: customer_external_id is empty"),
+        ("C1,2026-01-01", "line 2: expected 3 values, found 2"),
+    ],
+)
+def test_each_kind_of_bad_value_is_named(tmp_path, row, message):
+    path = write(tmp_path, f"customer_external_id,purchased_at,amount\n{row}\n")
+    with pytest.raises(CommandError, match=message):
+        call_command("import_purchases", path, verbosity=0)
+    assert not Purchase.objects.exists()
+
+
+def test_unknown_sku_is_an_error(tmp_path):
+    path = write(tmp_path, "customer_external_id,purchased_at,amount,product_sku\nC1,2026-01-01,10,NOPE\n")
+    with pytest.raises(CommandError, match="line 2: unknown product_sku 'NOPE'"):
+        call_command("import_purchases", path, verbosity=0)
+
+
+def test_header_must_name_the_required_columns(tmp_path):
+    path = write(tmp_path, "customer,purchased_at,amount,colour\nC1,2026-01-01,10,red\n")
+    with pytest.raises(CommandError, match="line 1: missing column.*customer_external_id.*unknown column.*colour"):
+        call_command("import_purchases", path, verbosity=0)
+
+
+def test_date_format_option(tmp_path):
+    path = write(tmp_path, "customer_external_id,purchased_at,amount\nC1,31/12/2025,10\n")
+    call_command("import_purchases", path, date_format="%d/%m/%Y", verbosity=0)
+    assert Purchase.objects.get().purchased_at.date() == datetime(2025, 12, 31).date()
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(CommandError, match="cannot read the file"):
+        call_command("import_purchases", str(tmp_path / "absent.csv"), verbosity=0)
