@@ -6,6 +6,8 @@ page shows the questions with a note instead of failing.
 
 from __future__ import annotations
 
+from django.db import connection
+
 QUESTIONS = [
     ("product_buyers", "Who bought a product, and who bought it again?",
      "How many customers bought product A, and how many bought it more than once."),
@@ -61,6 +63,10 @@ def _answers(user, data: dict) -> dict:
                                                                    **period),
         "loyalty_patterns": lambda: a.loyalty_patterns(user),
     }
+    if connection.vendor != "postgresql":
+        # These two are written in PostgreSQL's SQL dialect in crm.analytics.
+        calls.pop("events_before_loss")
+        calls.pop("events_before_purchase")
     if product is not None:
         calls["product_buyers"] = lambda: a.product_buyers(user, product=product, **period)
     return {key: _table(call()) for key, call in calls.items()}
