@@ -240,3 +240,19 @@ def test_analytics_inputs_are_validated_beside_the_field(client, sales_org):
     assert 'id="id_until_error"' in html
     assert 'id="id_window_days_error"' in html
     assert 'value="2026-05-01"' in html
+
+
+def test_analytics_answers_from_the_selectors(client, sales_org, book):
+    from datetime import UTC, datetime
+
+    product = f.product(sku="AN-1", name="Analytics One")
+    c = next(iter(book.values()))
+    f.purchase(customer=c, product=product, purchased_at=datetime(2026, 3, 1, tzinfo=UTC))
+    f.purchase(customer=c, product=product, purchased_at=datetime(2026, 4, 1, tzinfo=UTC))
+    client.force_login(sales_org["north_manager"])
+    response = client.get(reverse("crm:analytics"), {"product": product.pk})
+    assert response.status_code == 200
+    html = response.content.decode()
+    section = html.split('id="q-product_buyers"')[1].split("</section>")[0]
+    assert "customers: 1" in section
+    assert "repeat_customers: 1" in section
