@@ -354,40 +354,24 @@ def events_before_purchase(
     if product is not None:
         prod = " AND p.product_id = %s"
         prod_params.append(_product(product).pk)
-    # One sort of events and purchases per customer instead of a subquery per event: for each
-    # event, the nearest later purchase is the minimum purchase time in the frame after it
-    # (both inputs come sorted by (customer, time) from their indexes, so no big sort; a purchase
-    # at the very same instant as the event is not counted as following it).
+    # Per event, the nearest later purchase through purchase_customer_date_idx (an index-only
+    # LIMIT 1 probe); measured faster than sorting events and purchases together.
     sql = f"""
-        WITH ev AS (
-            SELECT e.customer_id, e.kind, e.occurred_at AS ts, 0 AS is_p FROM crm_event e
-            WHERE {vis_sql}{period}
-        ),
-        u AS (
-            SELECT * FROM ev
-            UNION ALL
-            SELECT p.customer_id, NULL, p.purchased_at, 1 FROM crm_purchase p
-            WHERE p.customer_id IN (SELECT customer_id FROM ev){prod}
-        ),
-        nx AS (
-            SELECT kind, is_p, ts,
-                   MIN(CASE WHEN is_p = 1 THEN ts END) OVER (
-                       PARTITION BY customer_id ORDER BY ts
-                       ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS next_p
-            FROM u
-        ),
-        led AS (
-            SELECT kind, CASE WHEN next_p > ts AND next_p <= ts + make_interval(days => %s)
-                              THEN EXTRACT(EPOCH FROM next_p - ts) / 86400.0 END AS lead
-            FROM nx WHERE is_p = 0
-        )
-        SELECT kind, COUNT(*) AS events, COUNT(lead) AS followed,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY lead) AS median_days,
-               percentile_cont(0.25) WITHIN GROUP (ORDER BY lead) AS q1,
-               percentile_cont(0.75) WITHIN GROUP (ORDER BY lead) AS q3
-        FROM led GROUP BY kind
+        SELECT e.kind, COUNT(*) AS events, COUNT(n.ts) AS followed,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM n.ts - e.occurred_at) / 86400.0),
+               percentile_cont(0.25) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM n.ts - e.occurred_at) / 86400.0),
+               percentile_cont(0.75) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM n.ts - e.occurred_at) / 86400.0)
+        FROM crm_event e
+        LEFT JOIN LATERAL (
+            SELECT p.purchased_at AS ts FROM crm_purchase p
+            WHERE p.customer_id = e.customer_id AND p.purchased_at > e.occurred_at
+              AND p.purchased_at <= e.occurred_at + make_interval(days => %s){prod}
+            ORDER BY p.purchased_at LIMIT 1
+        ) n ON true
+        WHERE {vis_sql}{period}
+        GROUP BY e.kind
     """
-    rows = _run(sql, [*vis_params, *period_params, *prod_params, window_days])
+    rows = _run(sql, [window_days, *prod_params, *vis_params, *period_params])
     total = sum(r[1] for r in rows)
     followed = sum(r[2] for r in rows)
     base_rate = followed / total if total else 0.0
