@@ -127,11 +127,11 @@ def valuable_not_contacted(
     vis_p, vis_p_params = _visible_clause(user, "p.customer_id")
     vis_k, vis_k_params = _visible_clause(user, "k.customer_id")
     clv_join, clv_col = "", "NULL"
-    table = _clv_table()
-    if table:
+    tables = _clv_tables()
+    if tables:
         clv_join = (
-            f" LEFT JOIN {table} cv ON cv.customer_id = c.id"
-            " AND cv.run_id = (SELECT id FROM clv_clvrun WHERE is_current LIMIT 1)"
+            f" LEFT JOIN {tables[0]} cv ON cv.customer_id = c.id"
+            f" AND cv.run_id = (SELECT id FROM {tables[1]} WHERE is_current LIMIT 1)"
         )
         clv_col = "cv.clv"
     # Hash aggregates over purchases and contacts (one pass each), then rank by value.
@@ -173,12 +173,13 @@ def valuable_not_contacted(
     return out
 
 
-def _clv_table() -> str | None:
+def _clv_tables() -> tuple[str, str] | None:
+    """(CustomerValue table, ClvRun table) when the clv app provides them (contract in the design notes)."""
     try:
-        from clv.models import CustomerValue  # noqa: PLC0415
+        from clv.models import ClvRun, CustomerValue  # noqa: PLC0415
     except ImportError:
         return None
-    return CustomerValue._meta.db_table
+    return CustomerValue._meta.db_table, ClvRun._meta.db_table
 
 
 # 3 ------------------------------------------------------------------------------------------
@@ -202,8 +203,10 @@ def most_profitable(
              "revenue": r["revenue"], "purchases": r["purchases"]}
             for r in rows
         ]
-    from clv.models import CustomerValue  # noqa: PLC0415
-
+    try:
+        from clv.models import CustomerValue  # noqa: PLC0415
+    except ImportError:
+        raise ValueError("Predicted CLV is not available yet: no CLV run has been made.") from None
     rows = (
         CustomerValue.objects.filter(run__is_current=True)
         .filter(customer_visibility_q(user, "customer__"))
