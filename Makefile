@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_CUSTOMERS ?= 2000
 PORT ?= 8000
 
-.PHONY: install run test lint format check seed worker beat bench clean
+.PHONY: install browser run test lint format check seed worker beat bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found); set PYTHON=..."; exit 1; }
@@ -16,6 +16,17 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+## Debian's Chromium for the browser tests (Playwright drives it; no browser download).
+## Installed when missing and running as root; otherwise says what to install (the tests skip without it).
+CHROMIUM ?= chromium
+browser:
+	@command -v $(CHROMIUM) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update && apt-get install -y chromium; \
+	  else \
+	    echo "Browser tests need Chromium: run 'sudo apt-get install chromium' (Debian/Ubuntu); they are skipped without it."; \
+	  fi; }
 
 ## Start the CRM with demo data (SQLite and in-process tasks unless DATABASE_URL / REDIS_URL say otherwise).
 run: install
@@ -28,7 +39,7 @@ run: install
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)
 
 ## The whole test suite (on PostgreSQL and Redis when DATABASE_URL and REDIS_URL point at them).
-test: install
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -1,0 +1,1 @@
+"""Reads for the pages (and anything else that wants them): querysets and aggregates, visibility applied first."""

@@ -1,0 +1,129 @@
+"""Access to the CLV run's stored values, written against the clv app's contract.
+
+The clv tables (ClvRun, CustomerValue, PortfolioSnapshot) come from the nightly run. Pages
+read them through these helpers so that a CRM with no run yet (or, while the clv app is
+still being built, no tables yet) shows a "no CLV run yet" state instead of failing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.db.models import F, FilteredRelation, Q, QuerySet
+
+
+def clv_model(name: str):
+    """The clv model called `name`, or None when the clv app does not define it (yet)."""
+    try:
+        return apps.get_model("clv", name)
+    except LookupError:
+        return None
+
+
+def clv_ready() -> bool:
+    return clv_model("ClvRun") is not None and clv_model("CustomerValue") is not None
+
+
+def current_run():
+    """The run whose values are current, or None."""
+    if not clv_ready():
+        return None
+    try:
+        from clv.selectors import current_run as clv_current_run
+    except ImportError:  # the clv selectors module has not landed: read the table directly
+        return clv_model("ClvRun").objects.filter(is_current=True).first()
+    return clv_current_run()
+
+
+def previous_run(run):
+    """The succeeded run before `run` (for "falling" probabilities), or None."""
+    if run is None:
+        return None
+    ClvRun = clv_model("ClvRun")
+    return (
+        ClvRun.objects.filter(status="succeeded", as_of__lt=run.as_of)
+        .exclude(pk=run.pk)
+        .order_by("-as_of", "-pk")
+        .first()
+    )
+
+
+def values_relation() -> str:
+    """The lookup name from Customer to its CustomerValue rows (whatever related_name clv chose)."""
+    return clv_model("CustomerValue")._meta.get_field("customer").related_query_name()
+
+
+VALUE_FIELDS = ("clv", "p_alive", "expected_purchases", "historical_value", "classic_value", "expected_avg_value")
+
+
+def annotate_run_values(qs: QuerySet, run, *, prefix: str = "", fields=VALUE_FIELDS) -> QuerySet:
+    """Annotate customers with their values in `run` through one LEFT JOIN (no per-row subquery)."""
+    if run is None:
+        return qs
+    rel = values_relation()
+    alias = f"{prefix}cv"
+    qs = qs.annotate(**{alias: FilteredRelation(rel, condition=Q(**{f"{rel}__run_id": run.pk}))})
+    return qs.annotate(**{f"{prefix}{name}": F(f"{alias}__{name}") for name in fields})
+
+
+def current_values() -> QuerySet | None:
+    """CustomerValue rows of the current run, or None without a run."""
+    run = current_run()
+    if run is None:
+        return None
+    return clv_model("CustomerValue").objects.filter(run=run)
+
+
+def customer_value_history(customer) -> list[Any]:
+    """The customer's values across succeeded runs, oldest first."""
+    if not clv_ready():
+        return []
+    try:
+        from clv.selectors import customer_value_history as history
+    except ImportError:
+        history = None
+    if history is not None:
+        return list(history(customer))
+    CustomerValue = clv_model("CustomerValue")
+    return list(
+        CustomerValue.objects.filter(customer=customer, run__status="succeeded")
+        .select_related("run")
+        .order_by("run__as_of", "run_id")
+    )
+
+
+def portfolio_trend(owner_ids) -> list[dict]:
+    """Total CLV per succeeded run for the given owners (None: the whole book), oldest first."""
+    PortfolioSnapshot = clv_model("PortfolioSnapshot")
+    if PortfolioSnapshot is None:
+        return []
+    try:
+        from clv.selectors import portfolio_trend as clv_portfolio_trend
+    except ImportError:
+        clv_portfolio_trend = None
+    if clv_portfolio_trend is not None:
+        return [_trend_point(p) for p in clv_portfolio_trend(owner_ids)]
+    from django.db.models import Sum
+
+    qs = PortfolioSnapshot.objects.filter(run__status="succeeded")
+    qs = qs.filter(owner__isnull=False) if owner_ids is None else qs.filter(owner_id__in=owner_ids)
+    return [
+        _trend_point(row)
+        for row in qs.values("run_id", "run__as_of")
+        .annotate(total_clv=Sum("total_clv"), total_historical=Sum("total_historical"), customers=Sum("customers"))
+        .order_by("run__as_of", "run_id")
+    ]
+
+
+def _trend_point(point) -> dict:
+    """One trend point as a dict with as_of, total_clv (and whatever else was given)."""
+    if isinstance(point, dict):
+        out = dict(point)
+        if "as_of" not in out and "run__as_of" in out:
+            out["as_of"] = out["run__as_of"]
+        return out
+    return {
+        "as_of": getattr(point, "as_of", None) or getattr(getattr(point, "run", None), "as_of", None),
+        "total_clv": getattr(point, "total_clv", None),
+    }

@@ -1,0 +1,24 @@
+/* Small page behaviours: tell the user when an in-place (htmx) request fails instead of doing nothing. */
+(function () {
+  "use strict";
+  function say(text) {
+    var box = document.getElementById("htmx-alert");
+    if (!box) return;
+    box.textContent = text;
+    box.hidden = false;
+  }
+  document.addEventListener("htmx:responseError", function (event) {
+    var status = event.detail.xhr ? event.detail.xhr.status : 0;
+    if (status === 403) say("You are not allowed to do that.");
+    else if (status === 404) say("That record no longer exists or is not yours to see. Reload the page.");
+    else if (status === 503) say("That service is not available right now.");
+    else say("Something went wrong (" + status + "). Reload the page and try again.");
+  });
+  document.addEventListener("htmx:sendError", function () {
+    say("The server cannot be reached. Check your connection and try again.");
+  });
+  document.addEventListener("htmx:beforeRequest", function () {
+    var box = document.getElementById("htmx-alert");
+    if (box) box.hidden = true;
+  });
+})();

@@ -1,0 +1,31 @@
+"""Display helpers: money and percentages, risk badges, the sparkline."""
+
+from decimal import Decimal
+
+from crm.templatetags import crm_ui
+
+
+def test_money_and_pct_formats_and_dash_for_missing():
+    assert crm_ui.money(Decimal("1234567.8")) == "1,234,568"
+    assert crm_ui.money(None) == "–"
+    assert crm_ui.pct(0.734) == "73%"
+    assert crm_ui.pct(None) == "–"
+
+
+def test_risk_badge_levels():
+    assert "High risk" in crm_ui.risk_badge(0.1)
+    assert "Watch" in crm_ui.risk_badge(0.6)
+    assert "Low risk" in crm_ui.risk_badge(0.95)
+    assert "No CLV yet" in crm_ui.risk_badge(None)
+
+
+def test_sparkline_draws_points_with_text_alternative():
+    svg = crm_ui.sparkline([100, 150, 120], label="CLV")
+    assert svg.startswith('<svg class="sparkline"')
+    assert svg.count(",") >= 3
+    assert 'aria-label="CLV: from 100 to 120 over 3 runs"' in svg
+    assert crm_ui.sparkline([100]) == ""
+
+
+def test_sparkline_escapes_label():
+    assert "<b>" not in crm_ui.sparkline([1, 2], label="<b>x</b>")

@@ -1,0 +1,242 @@
+"""Manager pages: dashboard (from stored CLV aggregates), CSV exports, analytics frame, CLV runs and recompute."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+from datetime import date
+
+import pytest
+from django.urls import reverse
+
+from crm.models import Customer
+from tests.crm import factories as f
+from tests.crm.clv_rows import make_run, require_clv, set_value, snapshot
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def rows_of(response) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(response.content.decode())))
+
+
+@pytest.fixture
+def book(sales_org):
+    """Customers for both teams' reps, with opportunities."""
+    customers = {}
+    for key in ("north_rep1", "north_rep2", "south_rep1"):
+        for i in range(3):
+            c = f.customer(name=f"{key} account {i}", owner=sales_org[key])
+            customers[c.name] = c
+            f.opportunity(customer=c, expected_value=100 * (i + 1), kind="cross_sell" if i % 2 else "up_sell")
+    return customers
+
+
+@pytest.fixture
+def scored(book):
+    require_clv()
+    old = make_run(as_of=date(2026, 10, 1), current=False)
+    run = make_run(as_of=date(2026, 11, 1))
+    for i, c in enumerate(Customer.objects.order_by("pk")):
+        set_value(old, c, clv=100, p_alive=0.9)
+        set_value(run, c, clv=1000 + 1000 * i, p_alive=0.2 if i % 3 == 0 else 0.9, classic=5000 - 100 * i)
+    snapshot(old)
+    snapshot(run)
+    return run
+
+
+def test_dashboard_for_manager_and_admin_only(client, sales_org, book):
+    for who in ("north_manager", "admin"):
+        client.force_login(sales_org[who])
+        assert client.get(reverse("crm:dashboard")).status_code == 200
+    client.force_login(sales_org["north_rep1"])
+    assert client.get(reverse("crm:dashboard")).status_code == 403
+
+
+def test_dashboard_without_run_says_what_to_do_and_still_shows_pipeline(client, sales_org, book):
+    client.force_login(sales_org["north_manager"])
+    html = client.get(reverse("crm:dashboard")).content.decode()
+    assert "No CLV run yet" in html
+    assert 'id="table-pipeline"' in html
+    assert 'id="chart-pipeline"' in html
+
+
+def test_pipeline_csv_counts_only_visible_opportunities(client, sales_org, book):
+    client.force_login(sales_org["north_manager"])
+    response = client.get(reverse("crm:dashboard"), {"export": "pipeline"})
+    assert response["Content-Type"].startswith("text/csv")
+    assert "attachment" in response["Content-Disposition"]
+    rows = rows_of(response)
+    assert rows[0] == ["kind", "status", "count", "expected_value"]
+    # north team: two reps × 3 opportunities (values 100, 200, 300); south is not visible.
+    by_kind = {(r[0], r[1]): (int(r[2]), float(r[3])) for r in rows[1:]}
+    assert by_kind == {("cross_sell", "open"): (2, 400.0), ("up_sell", "open"): (4, 800.0)}
+
+
+def test_dashboard_filter_by_salesperson(client, sales_org, book):
+    client.force_login(sales_org["north_manager"])
+    rows = rows_of(client.get(reverse("crm:dashboard"),
+                              {"export": "pipeline", "salesperson": sales_org["north_rep2"].pk}))
+    assert sum(int(r[2]) for r in rows[1:]) == 3
+    # A salesperson outside the manager's teams is ignored, not shown.
+    rows = rows_of(client.get(reverse("crm:dashboard"),
+                              {"export": "pipeline", "salesperson": sales_org["south_rep1"].pk}))
+    assert sum(int(r[2]) for r in rows[1:]) == 6
+
+
+def test_unknown_export_is_404(client, sales_org):
+    client.force_login(sales_org["admin"])
+    assert client.get(reverse("crm:dashboard"), {"export": "passwords"}).status_code == 404
+
+
+def test_dashboard_with_run_shows_totals_by_salesperson_and_at_risk(client, sales_org, scored):
+    client.force_login(sales_org["north_manager"])
+    html = client.get(reverse("crm:dashboard")).content.decode()
+    assert 'id="chart-trend"' in html
+    assert 'id="chart-histogram"' in html
+    assert 'id="chart-salespeople"' in html
+    rows = rows_of(client.get(reverse("crm:dashboard"), {"export": "salespeople"}))
+    assert [r[0] for r in rows[1:]] == ["north_rep2", "north_rep1"]  # higher CLV first
+    assert sum(int(r[1]) for r in rows[1:]) == 6
+    at_risk = rows_of(client.get(reverse("crm:dashboard"), {"export": "at_risk"}))
+    assert at_risk[0][:3] == ["customer", "external_id", "owner"]
+    assert all(float(r[4]) < 0.5 for r in at_risk[1:])
+    assert all(r[2] in ("north_rep1", "north_rep2") for r in at_risk[1:])
+    stakes = [float(r[5]) for r in at_risk[1:]]
+    assert stakes == sorted(stakes, reverse=True)
+    hist = rows_of(client.get(reverse("crm:dashboard"), {"export": "histogram"}))
+    assert sum(int(r[2]) for r in hist[1:]) == 6
+    trend = rows_of(client.get(reverse("crm:dashboard"), {"export": "trend"}))
+    assert [r[0] for r in trend[1:]] == ["2026-10-01", "2026-11-01"]
+
+
+def test_dashboard_team_filter(client, sales_org, scored):
+    client.force_login(sales_org["admin"])
+    rows = rows_of(client.get(reverse("crm:dashboard"), {"export": "salespeople", "team": sales_org["south_team"].pk}))
+    assert [r[0] for r in rows[1:]] == ["south_rep1"]
+
+
+def test_csv_cells_cannot_start_formulas(client, sales_org, scored):
+    c = Customer.objects.order_by("pk").first()
+    c.name = "=HYPERLINK(\"http://evil\")"
+    c.save()
+    client.force_login(sales_org["admin"])
+    at_risk = rows_of(client.get(reverse("crm:dashboard"), {"export": "at_risk"}))
+    assert any(r[0].startswith("'=") for r in at_risk[1:])
+
+
+def test_dashboard_query_count_is_bounded(client, sales_org, scored, django_assert_max_num_queries):
+    for i in range(60):
+        c = f.customer(owner=sales_org["north_rep1"])
+        f.opportunity(customer=c)
+        set_value(scored, c, clv=10 * i, p_alive=0.1)
+    client.force_login(sales_org["north_manager"])
+    with django_assert_max_num_queries(14):
+        assert client.get(reverse("crm:dashboard")).status_code == 200
+
+
+def test_account_list_with_values_sorts_and_filters_by_risk(client, sales_org, scored):
+    client.force_login(sales_org["north_rep1"])
+    html = client.get(reverse("crm:account_list"), {"sort": "-clv"}).content.decode()
+    names = [n for n in ("north_rep1 account 0", "north_rep1 account 1", "north_rep1 account 2")]
+    positions = [html.index(n) for n in names]
+    assert positions == sorted(positions, reverse=True)  # later accounts were given higher CLV
+    html = client.get(reverse("crm:account_list"), {"risk": "high"}).content.decode()
+    assert '<span class="badge bad">High risk</span>' in html
+    assert '<span class="badge good">Low risk</span>' not in html
+
+
+def test_account_360_header_shows_values_and_trend(client, sales_org, scored):
+    c = Customer.objects.filter(owner=sales_org["north_rep1"]).order_by("pk").first()
+    client.force_login(sales_org["north_rep1"])
+    html = client.get(reverse("crm:account_detail", args=[c.pk])).content.decode()
+    assert "Customer lifetime value" in html
+    assert "Probability active" in html
+    assert '<svg class="sparkline"' in html
+
+
+def test_analytics_page_lists_the_seven_questions(client, sales_org):
+    client.force_login(sales_org["north_manager"])
+    html = client.get(reverse("crm:analytics")).content.decode()
+    assert html.count('<section class="card" id="q-') == 7
+
+
+def test_clv_runs_page_empty_and_with_runs(client, sales_org):
+    client.force_login(sales_org["north_manager"])
+    html = client.get(reverse("crm:clv_runs")).content.decode()
+    assert "Recompute now" in html
+    require_clv()
+    make_run(as_of=date(2026, 11, 1))
+    html = client.get(reverse("crm:clv_runs")).content.decode()
+    assert "current" in html
+    assert "mape" in html
+    assert "fit 3.50 s" in html
+
+
+def test_clv_runs_forbidden_for_salesperson(client, sales_org):
+    client.force_login(sales_org["north_rep1"])
+    assert client.get(reverse("crm:clv_runs")).status_code == 403
+    assert client.post(reverse("crm:clv_recompute"), **HTMX).status_code == 403
+
+
+def test_recompute_shows_progress_while_a_run_is_running(client, sales_org):
+    require_clv()
+    running = make_run(as_of=date(2026, 11, 2), current=False, status="running")
+    client.force_login(sales_org["north_manager"])
+    html = client.post(reverse("crm:clv_recompute"), **HTMX).content.decode()
+    assert "already in progress" in html
+    assert 'hx-trigger="every 2s"' in html
+    assert f"Run #{running.pk}" in html
+    running.status = "succeeded"
+    running.save()
+    html = client.get(reverse("crm:clv_progress"), {"since": running.started_at.isoformat()}, **HTMX).content.decode()
+    assert "hx-trigger" not in html.split('id="run-history"')[0]  # polling stops
+    assert 'data-status="succeeded"' in html
+    assert 'hx-swap-oob="true"' in html
+
+
+@pytest.mark.skipif(importlib.util.find_spec("clv.tasks") is not None, reason="the clv task is installed")
+def test_recompute_without_clv_task_says_so(client, sales_org):
+    client.force_login(sales_org["admin"])
+    response = client.post(reverse("crm:clv_recompute"), **HTMX)
+    assert response.status_code == 503
+    assert "cannot be queued" in response.content.decode()
+
+
+def test_my_day_lists_valuable_customers_at_risk_not_contacted_lately(client, sales_org, scored):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from crm.selectors.values import clv_model
+
+    rep = sales_org["north_rep1"]
+    mine = list(Customer.objects.filter(owner=rep).order_by("pk"))
+    values = {v.customer_id: v for v in clv_model("CustomerValue").objects.filter(run=scored)}
+    risky = [c for c in mine if values[c.pk].p_alive < 0.5]
+    safe = [c for c in mine if values[c.pk].p_alive >= 0.5]
+    assert risky
+    assert safe
+    client.force_login(rep)
+
+    def at_risk_section() -> str:
+        html = client.get(reverse("crm:my_day")).content.decode()
+        return html.split('id="risk-title"')[1].split("</section>")[0]
+
+    section = at_risk_section()
+    assert all(c.name in section for c in risky)
+    assert not any(c.name in section for c in safe)
+    f.contact(customer=risky[0], subject="Just called", occurred_at=timezone.now() - timedelta(days=2))
+    assert risky[0].name not in at_risk_section()  # contacted lately: no longer listed
+
+
+def test_analytics_inputs_are_validated_beside_the_field(client, sales_org):
+    client.force_login(sales_org["north_manager"])
+    html = client.get(reverse("crm:analytics"), {"since": "2026-05-01", "until": "2026-01-01",
+                                                 "window_days": "0"}).content.decode()
+    assert 'id="id_until_error"' in html
+    assert 'id="id_window_days_error"' in html
+    assert 'value="2026-05-01"' in html
