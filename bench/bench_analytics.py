@@ -9,6 +9,7 @@ then times every question as an admin (all customers) and as one salesperson (a 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from datetime import date
@@ -102,8 +103,7 @@ def plan_summary(sql: str, params) -> str:
     with connection.cursor() as cur:
         cur.execute("EXPLAIN (ANALYZE, FORMAT TEXT) " + sql, params)
         lines = [r[0] for r in cur.fetchall()]
-    scans = sorted({ln.strip().split("  ")[0].split(" on ")[0].lstrip("-> ").strip() + (
-        " on " + ln.split(" on ")[1].split(" ")[0] if " on " in ln else "") for ln in lines if "Scan" in ln})
+    scans = sorted({" ".join(m) .strip() for ln in lines for m in re.findall(r"((?:Parallel )?(?:Seq|Index|Index Only|Bitmap Heap|Bitmap Index) Scan)(?: using (\S+))? on (\S+)", ln)})
     exec_line = next((ln for ln in lines if ln.startswith("Execution Time")), "")
     return f"{exec_line}; scans: {', '.join(scans)}"
 

@@ -217,7 +217,10 @@ def up_sell(
     gain = np.where(gain > 0, gain, margin[tgt] * qty)
     c = holding_customer[idx]
     ev = np.maximum(gain, 0.0) * factor[c] * p_alive[c]
-    mean_util = np.nanmean(util[idx], axis=1) if util.shape[1] else np.full(len(idx), np.nan)
+    present = ~np.isnan(util[idx]) if util.shape[1] else np.zeros((len(idx), 0), bool)
+    counts = present.sum(axis=1)
+    sums = np.where(present, util[idx], 0.0).sum(axis=1) if util.shape[1] else np.zeros(len(idx))
+    mean_util = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     strength = np.where(capacity[idx], np.minimum(1.0, np.nan_to_num(mean_util, nan=0.0)), 0.5)
     reason = np.where(capacity[idx], "capacity", "value")
     # One suggestion per (customer, target): keep the strongest.

@@ -194,3 +194,61 @@ def test_analytics_command(data):
 
 def test_window_helper():
     assert at(date(2026, 1, 1)) + timedelta(days=1) == at(date(2026, 1, 2))
+
+
+def plant_events(n=300, seed=3):
+    """Deterministic planted facts: competitor_change precedes losses, new_opportunity precedes purchases."""
+    import random
+
+    rng = random.Random(seed)
+    p = Product.objects.create(sku="Z", name="Zed", family="z", list_price=10, unit_cost=5)
+    kinds = ["merger", "relocation", "referral", "funding", "leadership_change", "other"]
+    events, purchases = [], []
+    customers = []
+    for i in range(n):
+        lost = i % 5 == 0
+        c = Customer.objects.create(
+            name=f"P{i:03d}", lifecycle_stage="lost" if lost else "retained",
+            lost_on=date(2026, 3, 1) + timedelta(days=i % 60) if lost else None,
+        )
+        customers.append(c)
+        for _ in range(4):  # background noise, spread over 2025-2026
+            events.append(Event(customer=c, kind=rng.choice(kinds), occurred_at=at(date(2025, 1, 1) + timedelta(days=rng.randrange(540)))))
+        for _ in range(3):
+            d = date(2025, 1, 1) + timedelta(days=rng.randrange(540))
+            purchases.append(Purchase(customer=c, product=p, purchased_at=at(d), amount=10, unit_price=10))
+            if rng.random() < 0.6:  # planted: a new opportunity 10-20 days before a purchase
+                events.append(Event(customer=c, kind="new_opportunity", occurred_at=at(d - timedelta(days=rng.randint(10, 20)))))
+        if lost and rng.random() < 0.8:  # planted: competitor activity 5-40 days before the loss
+            events.append(Event(customer=c, kind="competitor_change", occurred_at=at(c.lost_on - timedelta(days=rng.randint(5, 40)))))
+    Event.objects.bulk_create(events)
+    Purchase.objects.bulk_create(purchases)
+    return customers
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_planted_event_kinds_come_out_on_top(sales_org):
+    admin = sales_org["admin"]
+    plant_events()
+    r4 = analytics.events_before_loss(admin, window_days=60, as_of=AS_OF)
+    assert r4["lost_customers"] == 60
+    top = r4["kinds"][0]
+    assert top["kind"] == "competitor_change"
+    assert top["rate"] >= 0.7
+    others = [k for k in r4["kinds"][1:] if k["lift"] is not None]
+    assert all(k["lift"] < 3 for k in others)
+    r6 = analytics.events_before_purchase(admin, window_days=30)
+    top = r6["kinds"][0]
+    assert top["kind"] == "new_opportunity"
+    assert top["rate"] >= 0.95
+    assert top["lift"] > 1.5
+    assert 10 <= top["median_lead_days"] <= 20
+    assert all(k["lift"] < top["lift"] for k in r6["kinds"][1:])
+
+
+@pytest.mark.django_db
+def test_manager_sees_team_only(data):
+    org = data["org"]
+    assert analytics.product_buyers(org["north_manager"], product="A")["customers"] == 3
+    assert analytics.product_buyers(org["south_manager"], product="A")["customers"] == 0

@@ -178,3 +178,27 @@ def test_won_links_the_later_purchase(make_user):
     purchase_record(customer=other.customer, product=other.product, purchased_at=timezone.now(), amount=Decimal(5))
     other.refresh_from_db()
     assert other.won_purchase is None
+
+
+@pytest.mark.django_db
+def test_task_and_command_regenerate():
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    from crm.tasks import regenerate_opportunities_task
+
+    plant(n_customers=150)
+    result = regenerate_opportunities_task.apply(kwargs={"as_of": AS_OF.isoformat()}).get()
+    assert result["created"] == Opportunity.objects.count() > 0
+    # Chained after a CLV run, the previous task's result arrives as a positional argument.
+    result = regenerate_opportunities_task.apply(args=[{"run": 1}], kwargs={"as_of": AS_OF.isoformat()}).get()
+    assert result["created"] == 0
+    assert result["updated"] == Opportunity.objects.count()
+    out = StringIO()
+    call_command("regenerate_opportunities", "--as-of", AS_OF.isoformat(), stdout=out)
+    assert "created 0, updated" in out.getvalue()
+    with pytest.raises(CommandError, match="--as-of"):
+        call_command("regenerate_opportunities", "--as-of", "soon")
+    with pytest.raises(CommandError, match="--top-k"):
+        call_command("regenerate_opportunities", "--top-k", "0")
