@@ -169,3 +169,10 @@ OPPORTUNITY_TOP_K = env.int("OPPORTUNITY_TOP_K", default=3)  # cross-sell sugges
 UPSELL_UTILISATION_THRESHOLD = env.float("UPSELL_UTILISATION_THRESHOLD", default=0.9)
 UPSELL_PERIODS = env.int("UPSELL_PERIODS", default=3)  # consecutive recent usage periods at/over the threshold
 UPSELL_HIGH_VALUE_QUANTILE = env.float("UPSELL_HIGH_VALUE_QUANTILE", default=0.8)  # top quintile by value
+
+# The CLV run: horizon, discounting, margin for purchases without a cost, the holdout check.
+CLV_HORIZON_MONTHS = env.int("CLV_HORIZON_MONTHS", default=12)
+CLV_ANNUAL_DISCOUNT_RATE = env.float("CLV_ANNUAL_DISCOUNT_RATE", default=0.10)
+CLV_DEFAULT_MARGIN = env.float("CLV_DEFAULT_MARGIN", default=0.30)
+CLV_HOLDOUT_DAYS = env.int("CLV_HOLDOUT_DAYS", default=180)
+CLV_MODEL = env.str("CLV_MODEL", default="bgnbd")

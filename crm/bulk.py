@@ -38,7 +38,7 @@ def bulk_insert(model: type[models.Model], columns: Sequence[str], rows: Iterabl
 
 
 def _copy(table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> int:
-    sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+    sql = f"COPY {table} ({', '.join(connection.ops.quote_name(c) for c in columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
     written = 0
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -60,13 +60,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs Redis: set REDIS_URL=redis://..."))
 
 
+def set_celery_eager(eager: bool) -> None:
+    """Run tasks in-process (True) or send them to the broker (False).
+
+    The app reads Django settings with the CELERY_ namespace, so the namespaced key is the
+    one that wins; setting `task_always_eager` alone is silently ignored.
+    """
+    celery_app.conf.CELERY_TASK_ALWAYS_EAGER = eager
+    celery_app.conf.task_always_eager = eager
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _celery_in_process():
     """Run tasks in-process during tests; the real-worker test switches this off itself."""
     previous = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
+    set_celery_eager(True)
     yield
-    celery_app.conf.task_always_eager = previous
+    set_celery_eager(previous)
 
 
 @pytest.fixture

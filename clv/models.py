@@ -1,0 +1,99 @@
+"""The nightly CLV runs and what they stored: per-customer values and per-owner portfolio snapshots.
+
+A run writes its values inside one transaction that also makes it the current run, so
+readers see either yesterday's complete set or today's, never a half-written one. Runs and
+their values are kept as history for trends.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ClvRun(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    is_current = models.BooleanField(default=False, help_text="The run whose values pages and the API read.")
+    as_of = models.DateField(help_text="Purchases up to the end of this day were used.")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    model = models.CharField(max_length=30, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    diagnostics = models.JSONField(default=dict, blank=True)
+    timings = models.JSONField(default=dict, blank=True, help_text="Seconds per phase.")
+    counts = models.JSONField(default=dict, blank=True)
+    settings = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_current"], condition=Q(is_current=True), name="clvrun_one_current"),
+            models.CheckConstraint(
+                condition=Q(status__in=["running", "succeeded", "failed"]), name="clvrun_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(is_current=False) | Q(status="succeeded"), name="clvrun_current_succeeded"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"CLV run {self.pk} as of {self.as_of} ({self.status})"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class CustomerValue(models.Model):
+    run = models.ForeignKey(ClvRun, on_delete=models.CASCADE, related_name="values")
+    customer = models.ForeignKey("crm.Customer", on_delete=models.CASCADE, related_name="clv_values")
+    clv = models.DecimalField("CLV", max_digits=16, decimal_places=2, help_text="Discounted margin over the horizon.")
+    p_alive = models.FloatField(help_text="Probability the customer is still active.")
+    expected_purchases = models.FloatField(help_text="Expected purchase occasions over the horizon.")
+    expected_avg_value = models.DecimalField(max_digits=14, decimal_places=2)
+    historical_value = models.DecimalField(max_digits=16, decimal_places=2, help_text="Margin so far.")
+    classic_value = models.DecimalField(
+        max_digits=16, decimal_places=2, help_text="Average purchase value × frequency × expected lifespan × margin."
+    )
+    frequency = models.IntegerField(help_text="Repeat purchase occasions (distinct days after the first).")
+    recency = models.FloatField(help_text="Days from first to last purchase occasion.")
+    T = models.FloatField(help_text="Days from first purchase to the run's as-of date.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "customer"], name="customervalue_one_per_run"),
+            models.CheckConstraint(condition=Q(p_alive__gte=0, p_alive__lte=1), name="customervalue_p_alive_range"),
+            models.CheckConstraint(condition=Q(frequency__gte=0), name="customervalue_frequency_nonnegative"),
+        ]
+        indexes = [
+            models.Index(fields=["run", "clv"], name="customervalue_run_clv_idx"),
+            models.Index(fields=["customer", "run"], name="customervalue_customer_run_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} in run {self.run_id}: {self.clv}"
+
+
+class PortfolioSnapshot(models.Model):
+    """Per owner (and the unowned book, owner empty) totals of one run, for dashboards and trends."""
+
+    run = models.ForeignKey(ClvRun, on_delete=models.CASCADE, related_name="snapshots")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    customers = models.IntegerField()
+    total_clv = models.DecimalField(max_digits=18, decimal_places=2)
+    total_historical = models.DecimalField(max_digits=18, decimal_places=2)
+    at_risk_customers = models.IntegerField()
+    value_at_risk = models.DecimalField(max_digits=18, decimal_places=2)
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "owner"], name="snapshot_run_owner_idx")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} owner {self.owner_id}: {self.total_clv}"

@@ -1,0 +1,302 @@
+"""The CLV run: summarise purchases per customer in SQL, fit once, score all, switch atomically.
+
+Phases: summary (one aggregate over purchase lines, per customer and day), fit and score
+(clv.engine), holdout check (fit on the history before a calibration date, compare with
+what happened after), write and aggregate (values and per-owner snapshots, in the same
+transaction that makes the run current). A failure marks the run failed and leaves the
+previous run current. A database lock keeps two runs from overlapping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+import numpy as np
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import Count, DecimalField, Q, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from clv import engine
+from clv.engine import holdout as engine_holdout
+from clv.engine.summary import CustomerSummary
+from clv.models import ClvRun, CustomerValue, PortfolioSnapshot
+from crm.bulk import bulk_insert
+
+LOCK_KEY = 424242  # PostgreSQL advisory lock id for "a CLV run is in progress"
+RISK_P_ALIVE = 0.5
+EPOCH = date(1970, 1, 1)
+Progress = Callable[[str], None]
+
+
+class ClvRunAlreadyRunning(Exception):
+    """Another CLV run holds the lock."""
+
+
+@dataclass
+class Summary:
+    customer_ids: np.ndarray
+    frequency: np.ndarray
+    recency: np.ndarray
+    T: np.ndarray
+    monetary: np.ndarray
+    total_value: np.ndarray
+    margin: np.ndarray
+    first_day: np.ndarray  # days since 1970-01-01
+    last_day: np.ndarray
+
+
+def _day_sql() -> str:
+    """SQL for the calendar day (as days since 1970-01-01) of a purchase, in the CRM's time zone."""
+    if connection.vendor == "postgresql":
+        return f"((p.purchased_at AT TIME ZONE '{settings.TIME_ZONE}')::date - DATE '1970-01-01')"
+    return "CAST(julianday(date(p.purchased_at)) - 2440587.5 AS INTEGER)"
+
+
+def summarise(*, as_of: date, default_margin: float) -> Summary:
+    """One aggregate over purchase lines up to the end of `as_of`: per customer RFM and margin so far."""
+    cutoff = (as_of - EPOCH).days
+    sql = f"""
+        WITH days AS (
+            SELECT p.customer_id, {_day_sql()} AS day, SUM(p.amount) AS value,
+                   SUM(p.amount - p.quantity * COALESCE(p.unit_cost, pr.unit_cost, p.unit_price * %s)) AS margin
+            FROM crm_purchase p LEFT JOIN crm_product pr ON pr.id = p.product_id
+            GROUP BY p.customer_id, {_day_sql()}
+        ), firsts AS (
+            SELECT customer_id, MIN(day) AS first_day FROM days WHERE day <= %s GROUP BY customer_id
+        )
+        SELECT d.customer_id, COUNT(*) - 1, f.first_day, MAX(d.day), SUM(d.value),
+               SUM(CASE WHEN d.day > f.first_day THEN d.value ELSE 0 END), SUM(d.margin)
+        FROM days d JOIN firsts f ON f.customer_id = d.customer_id
+        WHERE d.day <= %s
+        GROUP BY d.customer_id, f.first_day
+        ORDER BY d.customer_id
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [1 - default_margin, cutoff, cutoff])
+        rows = cursor.fetchall()
+    if not rows:
+        empty = np.zeros(0)
+        return Summary(empty.astype(np.int64), empty, empty, empty, empty, empty, empty, empty, empty)
+    data = np.array(rows, dtype=np.float64)
+    frequency = data[:, 1]
+    repeat_value = data[:, 5]
+    monetary = np.divide(repeat_value, frequency, out=np.zeros_like(repeat_value), where=frequency > 0)
+    return Summary(
+        customer_ids=data[:, 0].astype(np.int64), frequency=frequency, recency=data[:, 3] - data[:, 2],
+        T=cutoff - data[:, 2], monetary=monetary, total_value=data[:, 4], margin=data[:, 6],
+        first_day=data[:, 2], last_day=data[:, 3],
+    )
+
+
+def holdout_counts(*, after: date, until: date) -> dict[int, int]:
+    """Purchase occasions (distinct days) per customer in (after, until]."""
+    sql = f"""
+        SELECT customer_id, COUNT(DISTINCT day) FROM (
+            SELECT p.customer_id, {_day_sql()} AS day FROM crm_purchase p
+        ) t WHERE day > %s AND day <= %s GROUP BY customer_id
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [(after - EPOCH).days, (until - EPOCH).days])
+        return dict(cursor.fetchall())
+
+
+@contextmanager
+def run_lock():
+    """Hold the single CLV-run lock, or raise ClvRunAlreadyRunning."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])
+            if not cursor.fetchone()[0]:
+                raise ClvRunAlreadyRunning("another CLV run is in progress")
+        try:
+            yield
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+    else:
+        if not cache.add("clv-run-lock", "1", timeout=6 * 3600):
+            raise ClvRunAlreadyRunning("another CLV run is in progress")
+        try:
+            yield
+        finally:
+            cache.delete("clv-run-lock")
+
+
+def run_clv(
+    *,
+    as_of: date | None = None,
+    horizon_months: int | None = None,
+    discount_rate: float | None = None,
+    margin: float | None = None,
+    progress: Progress | None = None,
+) -> ClvRun:
+    """Run the CLV models over every customer and make the result current; returns the run."""
+    say = progress or (lambda phase: None)
+    as_of = as_of or timezone.localdate()
+    run_settings = {
+        "horizon_months": horizon_months or settings.CLV_HORIZON_MONTHS,
+        "annual_discount_rate": settings.CLV_ANNUAL_DISCOUNT_RATE if discount_rate is None else discount_rate,
+        "default_margin": settings.CLV_DEFAULT_MARGIN if margin is None else margin,
+        "holdout_days": settings.CLV_HOLDOUT_DAYS,
+        "model": settings.CLV_MODEL,
+        "time_unit": "days",
+    }
+    with run_lock():
+        run = ClvRun.objects.create(as_of=as_of, started_at=timezone.now(), settings=run_settings,
+                                    model=run_settings["model"])
+        try:
+            _execute(run, run_settings, say)
+        except Exception as exc:
+            ClvRun.objects.filter(pk=run.pk).update(
+                status=ClvRun.Status.FAILED, finished_at=timezone.now(), error=f"{type(exc).__name__}: {exc}"
+            )
+            raise
+    run.refresh_from_db()
+    return run
+
+
+def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[f"{name}_seconds"] = round(now - clock, 4)
+        clock = now
+        say(name)
+
+    summary = summarise(as_of=run.as_of, default_margin=run_settings["default_margin"])
+    phase("summary")
+    total_value = float(summary.total_value.sum())
+    margin_ratio = float(summary.margin.sum()) / total_value if total_value > 0 else run_settings["default_margin"]
+    margin_ratio = min(max(margin_ratio, 0.0), 1.0)
+    counts = {"customers": int(summary.customer_ids.size), "repeat_buyers": int((summary.frequency > 0).sum())}
+    if summary.customer_ids.size == 0:
+        raise ValueError("no purchases up to the as-of date: nothing to fit")
+    result = engine.fit_and_score(
+        summary.frequency, summary.recency, summary.T, summary.monetary,
+        total_value=summary.total_value, historical_margin=summary.margin,
+        horizon_months=run_settings["horizon_months"], annual_discount_rate=run_settings["annual_discount_rate"],
+        margin=margin_ratio, model=run_settings["model"],
+    )
+    phase("fit_score")
+    diagnostics = dict(result.diagnostics)
+    diagnostics["margin_ratio"] = margin_ratio
+    diagnostics["holdout"] = _holdout(run.as_of, run_settings)
+    phase("holdout")
+    scores = result.scores
+
+    with transaction.atomic():
+        _write_values(run, summary, scores)
+        phase("write")
+        _write_snapshots(run)
+        phase("aggregate")
+        ClvRun.objects.filter(is_current=True).update(is_current=False)
+        ClvRun.objects.filter(pk=run.pk).update(
+            status=ClvRun.Status.SUCCEEDED, is_current=True, finished_at=timezone.now(), params=result.params,
+            diagnostics=_jsonable(diagnostics), counts=counts, timings=timings,
+        )
+        phase("switch")
+    ClvRun.objects.filter(pk=run.pk).update(timings=timings)
+
+
+def _holdout(as_of: date, run_settings: dict) -> dict:
+    """Fit on history before as_of - holdout_days, predict the holdout period, compare with actual occasions."""
+    days = run_settings["holdout_days"]
+    calibration_end = as_of - timedelta(days=days)
+    cal = summarise(as_of=calibration_end, default_margin=run_settings["default_margin"])
+    if int((cal.frequency > 0).sum()) < 20:
+        return {"skipped": "fewer than 20 repeat buyers before the calibration date"}
+    actual = holdout_counts(after=calibration_end, until=as_of)
+    split = engine_holdout.CalibrationHoldout(
+        calibration=CustomerSummary(
+            customer_ids=cal.customer_ids, frequency=cal.frequency, recency=cal.recency, T=cal.T,
+            monetary=cal.monetary, total_value=cal.total_value, total_margin=cal.margin,
+            first_purchase=(np.datetime64(EPOCH) + cal.first_day.astype("timedelta64[D]")),
+            last_purchase=(np.datetime64(EPOCH) + cal.last_day.astype("timedelta64[D]")), time_unit="days",
+        ),
+        holdout_frequency=np.array([actual.get(int(c), 0) for c in cal.customer_ids], dtype=np.float64),
+        duration=float(days),
+    )
+    report = engine_holdout.holdout_check(split, model=run_settings["model"])
+    report["calibration_end"] = calibration_end.isoformat()
+    return report
+
+
+def _write_values(run: ClvRun, summary: Summary, scores: dict[str, np.ndarray]) -> int:
+    def money(a: np.ndarray) -> np.ndarray:
+        return np.round(np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0), 2)
+
+    clv, expected_value = money(scores["clv"]), money(scores["expected_value"])
+    historical, classic = money(scores["historical_value"]), money(scores["classic_clv"])
+    p_alive = np.clip(np.nan_to_num(scores["p_alive"]), 0.0, 1.0)
+    expected = np.nan_to_num(scores["expected_purchases"])
+    rows = (
+        (run.pk, int(summary.customer_ids[i]), f"{clv[i]:.2f}", float(p_alive[i]), float(expected[i]),
+         f"{expected_value[i]:.2f}", f"{historical[i]:.2f}", f"{classic[i]:.2f}", int(summary.frequency[i]),
+         float(summary.recency[i]), float(summary.T[i]))
+        for i in range(summary.customer_ids.size)
+    )
+    return bulk_insert(
+        CustomerValue,
+        ["run_id", "customer_id", "clv", "p_alive", "expected_purchases", "expected_avg_value", "historical_value",
+         "classic_value", "frequency", "recency", "T"],
+        rows,
+    )
+
+
+def _write_snapshots(run: ClvRun) -> None:
+    """One row per owner: customers, total CLV and margin so far, customers at risk and the value at stake."""
+    zero = Value(Decimal(0), output_field=DecimalField(max_digits=18, decimal_places=2))
+    at_risk = Q(p_alive__lt=RISK_P_ALIVE)
+    rows = (
+        CustomerValue.objects.filter(run=run)
+        .values("customer__owner")
+        .annotate(
+            n=Count("id"), clv_sum=Coalesce(Sum("clv"), zero), hist_sum=Coalesce(Sum("historical_value"), zero),
+            risk_n=Count("id", filter=at_risk), risk_value=Coalesce(Sum("classic_value", filter=at_risk), zero),
+        )
+    )
+    PortfolioSnapshot.objects.bulk_create(
+        PortfolioSnapshot(
+            run=run, owner_id=r["customer__owner"], customers=r["n"], total_clv=r["clv_sum"],
+            total_historical=r["hist_sum"], at_risk_customers=r["risk_n"], value_at_risk=r["risk_value"],
+        )
+        for r in rows
+    )
+
+
+def _jsonable(value):
+    """Plain JSON types (numpy scalars and arrays become floats and lists; NaN and inf become null)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return value
+
+
+def run_summary(run: ClvRun) -> dict:
+    """The run as JSON: parameters, diagnostics, timings (seconds), counts and settings."""
+    return _jsonable({
+        "id": run.pk, "status": run.status, "is_current": run.is_current, "as_of": run.as_of,
+        "started_at": run.started_at, "finished_at": run.finished_at, "model": run.model,
+        "time_unit_days": 1, "params": run.params, "diagnostics": run.diagnostics, "timings": run.timings,
+        "counts": run.counts, "settings": run.settings, "error": run.error,
+    })

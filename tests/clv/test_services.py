@@ -1,0 +1,151 @@
+"""The CLV run: values match the engine, the switch is atomic, a failure keeps yesterday, runs never overlap."""
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from io import StringIO
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from clv import engine, services
+from clv.models import ClvRun, CustomerValue, PortfolioSnapshot
+from clv.selectors import current_run, current_values, customer_value_history
+from crm.demo.seed import seed_demo
+from tests.crm import factories as f
+
+pytestmark = pytest.mark.django_db(transaction=True)
+AS_OF = date(2026, 6, 30)
+
+
+def buy(customer, day: date, amount: str, cost: str = "0"):
+    return f.purchase(customer=customer, purchased_at=datetime(day.year, day.month, day.day, 12, tzinfo=UTC),
+                      amount=Decimal(amount), unit_price=Decimal(amount), unit_cost=Decimal(cost))
+
+
+@pytest.fixture
+def small_book(sales_org):
+    """Three hand-made customers plus a seeded population so the models have something to fit."""
+    seed_demo(customers=300, seed=11, as_of=AS_OF)
+    a = f.customer(name="Two days, three lines", owner=sales_org["north_rep1"])
+    buy(a, date(2026, 1, 10), "100", "60")
+    buy(a, date(2026, 1, 10), "50", "20")  # same day: one occasion
+    buy(a, date(2026, 3, 1), "80", "30")
+    b = f.customer(name="Once", owner=sales_org["north_rep1"])
+    buy(b, date(2026, 6, 30), "40")
+    late = f.customer(name="After as-of")
+    buy(late, date(2026, 7, 2), "999")
+    return {"a": a, "b": b, "late": late}
+
+
+def test_summary_counts_occasions_per_day_and_ignores_later_purchases(small_book):
+    summary = services.summarise(as_of=AS_OF, default_margin=0.3)
+    index = {int(c): i for i, c in enumerate(summary.customer_ids)}
+    i = index[small_book["a"].pk]
+    assert summary.frequency[i] == 1
+    assert summary.recency[i] == (date(2026, 3, 1) - date(2026, 1, 10)).days
+    assert summary.T[i] == (AS_OF - date(2026, 1, 10)).days
+    assert summary.monetary[i] == pytest.approx(80)
+    assert summary.total_value[i] == pytest.approx(230)
+    assert summary.margin[i] == pytest.approx(230 - 110)
+    j = index[small_book["b"].pk]
+    assert (summary.frequency[j], summary.T[j]) == (0, 0)
+    assert small_book["late"].pk not in index
+
+
+def test_stored_values_equal_the_engine_on_the_same_summary(small_book):
+    run = services.run_clv(as_of=AS_OF)
+    summary = services.summarise(as_of=AS_OF, default_margin=0.3)
+    expected = engine.fit_and_score(
+        summary.frequency, summary.recency, summary.T, summary.monetary, total_value=summary.total_value,
+        historical_margin=summary.margin, margin=run.diagnostics["margin_ratio"],
+    )
+    stored = dict(CustomerValue.objects.filter(run=run).values_list("customer_id", "clv"))
+    p_alive = dict(CustomerValue.objects.filter(run=run).values_list("customer_id", "p_alive"))
+    for i in range(0, summary.customer_ids.size, 17):
+        cid = int(summary.customer_ids[i])
+        assert float(stored[cid]) == pytest.approx(expected.scores["clv"][i], abs=0.01)
+        assert p_alive[cid] == pytest.approx(expected.scores["p_alive"][i])
+    once = CustomerValue.objects.get(run=run, customer=small_book["b"])
+    assert once.p_alive == 1.0  # BG/NBD: no repeat purchase yet means still alive
+    assert run.counts["customers"] == len(stored)
+
+
+def test_run_is_current_with_snapshots_history_and_diagnostics(small_book, sales_org):
+    first = services.run_clv(as_of=AS_OF - timedelta(days=30))
+    second = services.run_clv(as_of=AS_OF)
+    assert current_run() == second
+    assert not ClvRun.objects.get(pk=first.pk).is_current
+    assert set(current_values().values_list("run_id", flat=True)) == {second.pk}
+    assert [v.run_id for v in customer_value_history(small_book["a"])] == [first.pk, second.pk]
+    total = sum(s.total_clv for s in PortfolioSnapshot.objects.filter(run=second))
+    assert total == sum(v.clv for v in CustomerValue.objects.filter(run=second))
+    assert second.diagnostics["holdout"]["model"] == "bgnbd"
+    assert {"summary_seconds", "fit_score_seconds", "write_seconds", "switch_seconds"} <= set(second.timings)
+    assert second.diagnostics["purchase"]["converged"] is True
+
+
+def test_failure_while_writing_keeps_the_previous_run_current(small_book, monkeypatch):
+    good = services.run_clv(as_of=AS_OF)
+    real_write = services._write_values
+
+    def write_then_fail(run, summary, scores):
+        real_write(run, summary, scores)  # every value row is written ...
+        raise RuntimeError("disk full")  # ... then the run dies before the switch
+
+    monkeypatch.setattr(services, "_write_values", write_then_fail)
+    with pytest.raises(RuntimeError):
+        services.run_clv(as_of=AS_OF)
+    failed = ClvRun.objects.exclude(pk=good.pk).get()
+    assert failed.status == ClvRun.Status.FAILED
+    assert "disk full" in failed.error
+    assert current_run() == good
+    assert not CustomerValue.objects.filter(run=failed).exists()
+
+
+def test_no_purchases_is_a_failed_run_with_a_clear_error():
+    with pytest.raises(ValueError, match="no purchases"):
+        services.run_clv(as_of=AS_OF)
+    assert ClvRun.objects.get().status == ClvRun.Status.FAILED
+    assert current_run() is None
+
+
+@pytest.mark.postgres
+def test_two_runs_cannot_overlap(small_book):
+    from django.db import connections
+
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [services.LOCK_KEY])
+        with pytest.raises(services.ClvRunAlreadyRunning):
+            services.run_clv(as_of=AS_OF)
+        assert not ClvRun.objects.exists()
+    finally:
+        other.close()
+    assert services.run_clv(as_of=AS_OF).status == ClvRun.Status.SUCCEEDED
+
+
+def test_recompute_clv_json_output(small_book):
+    out = StringIO()
+    call_command("recompute_clv", as_of=AS_OF, json=True, stdout=out, verbosity=0)
+    payload = json.loads(out.getvalue())
+    assert payload["status"] == "succeeded"
+    assert payload["time_unit_days"] == 1
+    assert set(payload["params"]["purchase"]) == {"r", "alpha", "a", "b"}
+    assert all(k.endswith("_seconds") for k in payload["timings"])
+    assert payload["counts"]["customers"] > 300
+    assert np.isfinite(payload["diagnostics"]["purchase"]["log_likelihood"])
+
+
+def test_recompute_clv_without_data_is_a_command_error():
+    with pytest.raises(CommandError, match="no purchases"):
+        call_command("recompute_clv", as_of=AS_OF, verbosity=0)
+
+
+def test_connection_is_usable_after_run(small_book):
+    services.run_clv(as_of=AS_OF)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
