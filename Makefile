@@ -32,6 +32,8 @@ browser:
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo --customers $(DEMO_CUSTOMERS) --seed 42 --if-empty
+	$(PY) manage.py recompute_clv --as-of 2026-11-01
+	$(PY) manage.py regenerate_opportunities --as-of 2026-11-01
 	@echo ""
 	@echo "  CRM running at http://127.0.0.1:$(PORT)/  (admin at /admin/)"
 	@echo "  Log in as manager_north, rep_north_1 ... or admin, password: demo-pass-2026"
@@ -55,6 +57,8 @@ check: install
 seed: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo --customers $(DEMO_CUSTOMERS) --seed 42
+	$(PY) manage.py recompute_clv --as-of 2026-11-01
+	$(PY) manage.py regenerate_opportunities --as-of 2026-11-01
 
 worker: install
 	$(VENV)/bin/celery -A config worker --loglevel=info
@@ -62,8 +66,10 @@ worker: install
 beat: install
 	$(VENV)/bin/celery -A config beat --loglevel=info
 
+## Benchmarks, run by hand (the database ones need DATABASE_URL pointing at PostgreSQL); see README.
 bench: install
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_fit.py
+	@echo "Database benchmarks: bench/bench_import.py, bench/bench_opportunities.py, bench/bench_analytics.py, bench/bench_pages.py"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
