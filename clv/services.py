@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -40,19 +39,6 @@ class ClvRunAlreadyRunning(Exception):
     """Another CLV run holds the lock."""
 
 
-@dataclass
-class Summary:
-    customer_ids: np.ndarray
-    frequency: np.ndarray
-    recency: np.ndarray
-    T: np.ndarray
-    monetary: np.ndarray
-    total_value: np.ndarray
-    margin: np.ndarray
-    first_day: np.ndarray  # days since 1970-01-01
-    last_day: np.ndarray
-
-
 def _day_sql() -> str:
     """SQL for the calendar day (as days since 1970-01-01) of a purchase, in the CRM's time zone."""
     if connection.vendor == "postgresql":
@@ -60,7 +46,7 @@ def _day_sql() -> str:
     return "CAST(julianday(date(p.purchased_at)) - 2440587.5 AS INTEGER)"
 
 
-def summarise(*, as_of: date, default_margin: float) -> Summary:
+def summarise(*, as_of: date, default_margin: float) -> CustomerSummary:
     """One aggregate over purchase lines up to the end of `as_of`: per customer RFM and margin so far."""
     cutoff = (as_of - EPOCH).days
     sql = f"""
@@ -82,17 +68,16 @@ def summarise(*, as_of: date, default_margin: float) -> Summary:
     with connection.cursor() as cursor:
         cursor.execute(sql, [1 - default_margin, cutoff, cutoff])
         rows = cursor.fetchall()
-    if not rows:
-        empty = np.zeros(0)
-        return Summary(empty.astype(np.int64), empty, empty, empty, empty, empty, empty, empty, empty)
-    data = np.array(rows, dtype=np.float64)
+    data = np.array(rows, dtype=np.float64).reshape(-1, 7)
     frequency = data[:, 1]
     repeat_value = data[:, 5]
     monetary = np.divide(repeat_value, frequency, out=np.zeros_like(repeat_value), where=frequency > 0)
-    return Summary(
+    epoch = np.datetime64(EPOCH, "D")
+    return CustomerSummary(
         customer_ids=data[:, 0].astype(np.int64), frequency=frequency, recency=data[:, 3] - data[:, 2],
-        T=cutoff - data[:, 2], monetary=monetary, total_value=data[:, 4], margin=data[:, 6],
-        first_day=data[:, 2], last_day=data[:, 3],
+        T=cutoff - data[:, 2], monetary=monetary, total_value=data[:, 4], total_margin=data[:, 6],
+        first_purchase=epoch + data[:, 2].astype("timedelta64[D]"),
+        last_purchase=epoch + data[:, 3].astype("timedelta64[D]"), time_unit="days",
     )
 
 
@@ -177,14 +162,14 @@ def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
     summary = summarise(as_of=run.as_of, default_margin=run_settings["default_margin"])
     phase("summary")
     total_value = float(summary.total_value.sum())
-    margin_ratio = float(summary.margin.sum()) / total_value if total_value > 0 else run_settings["default_margin"]
+    margin_ratio = float(summary.total_margin.sum()) / total_value if total_value > 0 else run_settings["default_margin"]
     margin_ratio = min(max(margin_ratio, 0.0), 1.0)
     counts = {"customers": int(summary.customer_ids.size), "repeat_buyers": int((summary.frequency > 0).sum())}
     if summary.customer_ids.size == 0:
         raise ValueError("no purchases up to the as-of date: nothing to fit")
     result = engine.fit_and_score(
         summary.frequency, summary.recency, summary.T, summary.monetary,
-        total_value=summary.total_value, historical_margin=summary.margin,
+        total_value=summary.total_value, historical_margin=summary.total_margin,
         horizon_months=run_settings["horizon_months"], annual_discount_rate=run_settings["annual_discount_rate"],
         margin=margin_ratio, model=run_settings["model"],
     )
@@ -218,12 +203,7 @@ def _holdout(as_of: date, run_settings: dict) -> dict:
         return {"skipped": "fewer than 20 repeat buyers before the calibration date"}
     actual = holdout_counts(after=calibration_end, until=as_of)
     split = engine_holdout.CalibrationHoldout(
-        calibration=CustomerSummary(
-            customer_ids=cal.customer_ids, frequency=cal.frequency, recency=cal.recency, T=cal.T,
-            monetary=cal.monetary, total_value=cal.total_value, total_margin=cal.margin,
-            first_purchase=(np.datetime64(EPOCH) + cal.first_day.astype("timedelta64[D]")),
-            last_purchase=(np.datetime64(EPOCH) + cal.last_day.astype("timedelta64[D]")), time_unit="days",
-        ),
+        calibration=cal,
         holdout_frequency=np.array([actual.get(int(c), 0) for c in cal.customer_ids], dtype=np.float64),
         duration=float(days),
     )
@@ -232,7 +212,7 @@ def _holdout(as_of: date, run_settings: dict) -> dict:
     return report
 
 
-def _write_values(run: ClvRun, summary: Summary, scores: dict[str, np.ndarray]) -> int:
+def _write_values(run: ClvRun, summary: CustomerSummary, scores: dict[str, np.ndarray]) -> int:
     def money(a: np.ndarray) -> np.ndarray:
         return np.round(np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0), 2)
 

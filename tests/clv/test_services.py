@@ -49,7 +49,7 @@ def test_summary_counts_occasions_per_day_and_ignores_later_purchases(small_book
     assert summary.T[i] == (AS_OF - date(2026, 1, 10)).days
     assert summary.monetary[i] == pytest.approx(80)
     assert summary.total_value[i] == pytest.approx(230)
-    assert summary.margin[i] == pytest.approx(230 - 110)
+    assert summary.total_margin[i] == pytest.approx(230 - 110)
     j = index[small_book["b"].pk]
     assert (summary.frequency[j], summary.T[j]) == (0, 0)
     assert small_book["late"].pk not in index
@@ -60,7 +60,7 @@ def test_stored_values_equal_the_engine_on_the_same_summary(small_book):
     summary = services.summarise(as_of=AS_OF, default_margin=0.3)
     expected = engine.fit_and_score(
         summary.frequency, summary.recency, summary.T, summary.monetary, total_value=summary.total_value,
-        historical_margin=summary.margin, margin=run.diagnostics["margin_ratio"],
+        historical_margin=summary.total_margin, margin=run.diagnostics["margin_ratio"],
     )
     stored = dict(CustomerValue.objects.filter(run=run).values_list("customer_id", "clv"))
     p_alive = dict(CustomerValue.objects.filter(run=run).values_list("customer_id", "p_alive"))
