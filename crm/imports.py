@@ -99,6 +99,9 @@ def import_purchases_csv(
         if progress:
             progress(result.rows)
         result.customers_created = customers.created
+        from crm.opportunities.services import opportunities_link_pending_wins
+
+        opportunities_link_pending_wins()  # a won opportunity is realised by an imported purchase too
     return result
 
 

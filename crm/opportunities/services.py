@@ -351,3 +351,24 @@ def opportunities_link_won_purchases(*, purchases: list[Purchase]) -> int:
         linked += n
     return linked
 
+
+
+def opportunities_link_pending_wins() -> int:
+    """Link every won opportunity still waiting for its purchase to the first one recorded after the win.
+
+    Used after bulk writes (CSV import), where purchases are not handled one by one; the work is
+    bounded by the number of won opportunities still unlinked, not by the number of purchases.
+    """
+    linked = 0
+    pending = Opportunity.objects.filter(status=Opportunity.Status.WON, won_purchase__isnull=True)
+    for opp in pending.only("pk", "customer_id", "product_id", "status_changed_at"):
+        purchase = (
+            Purchase.objects.filter(
+                customer_id=opp.customer_id, product_id=opp.product_id, created_at__gte=opp.status_changed_at
+            )
+            .order_by("created_at", "pk")
+            .first()
+        )
+        if purchase is not None:
+            linked += Opportunity.objects.filter(pk=opp.pk).update(won_purchase=purchase, updated_at=timezone.now())
+    return linked

@@ -83,3 +83,20 @@ def test_date_format_option(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(CommandError, match="cannot read the file"):
         call_command("import_purchases", str(tmp_path / "absent.csv"), verbosity=0)
+
+
+def test_imported_purchase_realises_a_won_opportunity(tmp_path, make_user):
+    from crm.services import opportunity_set_status
+
+    customer = f.customer(external_id="C1")
+    product = f.product(sku="ANA-PRO")
+    won = f.opportunity(customer=customer, product=product)
+    other = f.opportunity(customer=customer, product=f.product(sku="OTHER"))
+    opportunity_set_status(opportunity=won, status="won", user=make_user("rep"))
+    opportunity_set_status(opportunity=other, status="won", user=make_user("rep2"))
+    path = write(tmp_path, "customer_external_id,purchased_at,amount,product_sku\nC1,2026-01-01,10,ANA-PRO\n")
+    call_command("import_purchases", path, verbosity=0)
+    won.refresh_from_db()
+    other.refresh_from_db()
+    assert won.won_purchase == Purchase.objects.get()
+    assert other.won_purchase is None
