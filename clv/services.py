@@ -27,7 +27,7 @@ from clv import engine
 from clv.engine import holdout as engine_holdout
 from clv.engine.summary import CustomerSummary
 from clv.models import ClvRun, CustomerValue, PortfolioSnapshot
-from crm.bulk import bulk_insert
+from crm.bulk import bulk_insert, refresh_statistics
 
 LOCK_KEY = 424242  # PostgreSQL advisory lock id for "a CLV run is in progress"
 RISK_P_ALIVE = 0.5
@@ -192,6 +192,7 @@ def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
         )
         phase("switch")
     ClvRun.objects.filter(pk=run.pk).update(timings=timings)
+    refresh_statistics(CustomerValue)
 
 
 def _holdout(as_of: date, run_settings: dict) -> dict:

@@ -56,3 +56,12 @@ def _copy(table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> int:
         buffer.seek(0)
         raw.copy_expert(sql, buffer)
     return written
+
+
+def refresh_statistics(*models_: type[models.Model]) -> None:
+    """ANALYZE tables after a bulk load, so the planner does not plan for the empty tables it saw before."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for model in models_:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")

@@ -18,8 +18,8 @@ from typing import TextIO
 from django.db import transaction
 from django.utils import timezone
 
-from crm.bulk import bulk_insert
-from crm.models import Customer, Product
+from crm.bulk import bulk_insert, refresh_statistics
+from crm.models import Customer, Product, Purchase
 from crm.services import purchases_bulk_insert
 
 REQUIRED_COLUMNS = ("customer_external_id", "purchased_at", "amount")
@@ -102,6 +102,7 @@ def import_purchases_csv(
         from crm.opportunities.services import opportunities_link_pending_wins
 
         opportunities_link_pending_wins()  # a won opportunity is realised by an imported purchase too
+    refresh_statistics(Customer, Purchase)
     return result
 
 
