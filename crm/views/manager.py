@@ -141,7 +141,7 @@ def _run_rows(runs) -> list[dict]:
             "run": run,
             "duration": duration,
             "timings": _phase_list(run.timings),
-            "holdout": diagnostics.get("holdout") if isinstance(diagnostics, dict) else None,
+            "holdout": _holdout_summary(diagnostics.get("holdout") if isinstance(diagnostics, dict) else None),
             "params_json": json.dumps(run.params or {}, indent=2, sort_keys=True, default=str),
             "diagnostics_json": json.dumps(diagnostics, indent=2, sort_keys=True, default=str),
             "counts_json": json.dumps(run.counts or {}, indent=2, sort_keys=True, default=str),
@@ -150,13 +150,26 @@ def _run_rows(runs) -> list[dict]:
     return rows
 
 
+HOLDOUT_FIGURES = ("holdout_duration", "total_predicted", "total_actual", "mae", "rmse")
+
+
+def _holdout_summary(holdout) -> dict | None:
+    """The few numbers of the holdout check a person reads at a glance (the full report is in diagnostics)."""
+    if not isinstance(holdout, dict):
+        return None
+    figures = {k: holdout[k] for k in HOLDOUT_FIGURES if isinstance(holdout.get(k), int | float)}
+    if not figures:  # another shape of report: keep its plain numbers
+        figures = {k: v for k, v in holdout.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return figures or None
+
+
 def _phase_list(timings) -> list[tuple[str, float]]:
     if not isinstance(timings, dict):
         return []
     out = []
     for key, value in timings.items():
         if isinstance(value, int | float):
-            out.append((key.replace("_", " "), float(value)))
+            out.append((key.removesuffix("_seconds").replace("_", " "), float(value)))
     return out
 
 

@@ -263,3 +263,21 @@ def test_analytics_answers_from_the_selectors(client, sales_org, book):
     section = html.split('id="q-product_buyers"')[1].split("</section>")[0]
     assert "customers: 1" in section
     assert "repeat_customers: 1" in section
+
+
+def test_clv_runs_page_shows_a_real_run_readably(client, sales_org):
+    from django.utils import timezone
+
+    from clv.services import run_clv
+    from crm.demo.seed import seed_demo
+
+    seed_demo(customers=150, seed=4, as_of=timezone.localdate())
+    run = run_clv()
+    client.force_login(sales_org["admin"])
+    html = client.get(reverse("crm:clv_runs")).content.decode()
+    holdout = run.diagnostics["holdout"]
+    assert f"total_actual: {holdout['total_actual']:g}" in html.replace(",", "")
+    assert "fit score " in html
+    assert "_seconds" not in html.split("<details")[0]
+    assert "{&#x27;" not in html  # no raw dicts in the table
+    assert "{'" not in html
