@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from accounts.models import Team, User
+from accounts.models import ApiToken, Team, User
 
 
 class MemberInline(admin.TabularInline):
@@ -29,3 +29,17 @@ class UserAdmin(BaseUserAdmin):
     list_filter = ("role", "team", "is_active", "is_staff")
     fieldsets = BaseUserAdmin.fieldsets + (("Sales role", {"fields": ("role", "team")}),)
     add_fieldsets = BaseUserAdmin.add_fieldsets + (("Sales role", {"fields": ("role", "team")}),)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are issued through the API or `token_issue`; here they can be seen and revoked."""
+
+    list_display = ["prefix", "user", "name", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    list_filter = ["revoked_at"]
+    search_fields = ["prefix", "name", "user__username"]
+    readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at"]
+    fields = ["user", "name", "prefix", "key_hash", "created_at", "last_used_at", "expires_at", "revoked_at"]
+
+    def has_add_permission(self, request):
+        return False

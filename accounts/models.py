@@ -48,3 +48,26 @@ class User(AbstractUser):
 
     def __str__(self) -> str:
         return self.get_full_name() or self.username
+
+
+class ApiToken(models.Model):
+    """A per-user API key. Only its SHA-256 digest is stored; the key is shown once, at creation.
+
+    Keys are 256-bit random strings, so a fast digest is enough: there is nothing to guess
+    from it. Revoking sets `revoked_at`; a revoked or expired token authenticates nobody.
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True, help_text="What the token is for (e.g. ERP sync).")
+    prefix = models.CharField(max_length=12, help_text="The first characters of the key, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"

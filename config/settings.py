@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "accounts",
     "crm",
@@ -135,6 +136,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "clv.tasks.run_clv_task",
         "schedule": crontab(hour=CLV_NIGHTLY_HOUR, minute=CLV_NIGHTLY_MINUTE),
     },
+    "sync-log-prune": {
+        "task": "crm.tasks.prune_sync_log_task",
+        "schedule": crontab(hour=4, minute=15),
+    },
 }
 
 if REDIS_URL:
@@ -142,16 +147,47 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# REST API v1: tokens or the browser session, problem details, cursor pages, rate limits.
+API_PAGE_SIZE = env.int("API_PAGE_SIZE", default=50)
+API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=500)
+API_BULK_MAX = env.int("API_BULK_MAX", default=1000)
+API_THROTTLE_RATES = {
+    "api": env.str("API_RATE", default="1200/min"),  # per token (or per user for the browser session)
+    "login": env.str("API_LOGIN_RATE", default="20/min"),  # token requests, per client address
+}
+SYNC_TOMBSTONE_RETENTION_DAYS = env.int("SYNC_TOMBSTONE_RETENTION_DAYS", default=90)
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "crm.api.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["crm.api.throttling.ApiThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "crm.api.pagination.ApiCursorPagination",
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "crm.api.problems.exception_handler",
+    "PAGE_SIZE": API_PAGE_SIZE,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "CLV CRM API",
-    "DESCRIPTION": "Customers, their four lifetime facets, lifetime values and opportunities.",
+    "DESCRIPTION": (
+        "Customers, their four lifetime facets, lifetime values and opportunities. Authenticate with "
+        "`Authorization: Token <key>` (or `Bearer`), from POST /api/v1/auth/token/. Errors are RFC 9457 "
+        "problem details."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {

@@ -3,6 +3,18 @@
 from django.contrib import admin
 
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Tombstone, Usage
+from crm.services import record_delete
+
+
+class SyncedAdmin(admin.ModelAdmin):
+    """Deletions from the admin go through the service, so they reach the deletion log too."""
+
+    def delete_model(self, request, obj):
+        record_delete(instance=obj, deleted_by=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            record_delete(instance=obj, deleted_by=request.user)
 
 
 class PersonInline(admin.TabularInline):
@@ -57,7 +69,7 @@ class OpportunityInline(RecentRowsInline):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(SyncedAdmin):
     list_display = ("name", "kind", "owner", "relationship_type", "lifecycle_stage", "acquired_on", "external_id")
     list_filter = ("lifecycle_stage", "relationship_type", "kind", "owner__team", "owner")
     search_fields = ("name", "external_id", "email", "city")
@@ -69,7 +81,7 @@ class CustomerAdmin(admin.ModelAdmin):
 
 
 @admin.register(Person)
-class PersonAdmin(admin.ModelAdmin):
+class PersonAdmin(SyncedAdmin):
     list_display = ("__str__", "customer", "job_title", "dmu_role", "email", "is_active")
     list_filter = ("dmu_role", "is_active")
     search_fields = ("first_name", "last_name", "email", "customer__name", "external_id")
@@ -78,14 +90,14 @@ class PersonAdmin(admin.ModelAdmin):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(SyncedAdmin):
     list_display = ("sku", "name", "family", "tier", "list_price", "unit_cost", "capacity_per_unit", "capacity_unit", "is_active")
     list_filter = ("family", "tier", "is_active")
     search_fields = ("sku", "name", "family", "external_id")
 
 
 @admin.register(Purchase)
-class PurchaseAdmin(admin.ModelAdmin):
+class PurchaseAdmin(SyncedAdmin):
     list_display = ("purchased_at", "customer", "product", "quantity", "unit_price", "amount", "order_ref")
     list_filter = ("product__family", "product")
     search_fields = ("customer__name", "order_ref", "external_id", "product__sku")
@@ -102,7 +114,7 @@ class UsageInline(admin.TabularInline):
 
 
 @admin.register(Holding)
-class HoldingAdmin(admin.ModelAdmin):
+class HoldingAdmin(SyncedAdmin):
     list_display = ("customer", "product", "quantity", "since", "until", "status")
     list_filter = ("status", "product__family", "product")
     search_fields = ("customer__name", "product__sku", "external_id")
@@ -112,7 +124,7 @@ class HoldingAdmin(admin.ModelAdmin):
 
 
 @admin.register(Usage)
-class UsageAdmin(admin.ModelAdmin):
+class UsageAdmin(SyncedAdmin):
     list_display = ("holding", "period_start", "period_end", "used", "capacity", "satisfaction", "nps")
     list_filter = ("holding__product",)
     search_fields = ("holding__customer__name", "holding__product__sku", "external_id")
@@ -122,7 +134,7 @@ class UsageAdmin(admin.ModelAdmin):
 
 
 @admin.register(Contact)
-class ContactAdmin(admin.ModelAdmin):
+class ContactAdmin(SyncedAdmin):
     list_display = ("occurred_at", "customer", "channel", "direction", "subject", "salesperson", "follow_up_on")
     list_filter = ("channel", "direction", "salesperson")
     search_fields = ("customer__name", "subject", "notes", "external_id")
@@ -133,7 +145,7 @@ class ContactAdmin(admin.ModelAdmin):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(SyncedAdmin):
     list_display = ("occurred_at", "customer", "kind", "impact", "description")
     list_filter = ("kind", "impact")
     search_fields = ("customer__name", "description", "external_id")
@@ -143,7 +155,7 @@ class EventAdmin(admin.ModelAdmin):
 
 
 @admin.register(Opportunity)
-class OpportunityAdmin(admin.ModelAdmin):
+class OpportunityAdmin(SyncedAdmin):
     list_display = ("customer", "kind", "product", "status", "score", "expected_value", "generated_at")
     list_filter = ("kind", "status", "product__family")
     search_fields = ("customer__name", "product__sku", "evidence")

@@ -25,9 +25,19 @@ class SyncedModel(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    # The record's place in the change feed, set by a database trigger on every insert and
+    # update (whatever the write path): the writing transaction's id and a global sequence
+    # number (even for an insert, odd for an update). See crm/sync.py.
+    change_txid = models.BigIntegerField(default=0, editable=False)
+    change_seq = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         abstract = True
+
+
+def change_position_index() -> models.Index:
+    """The index the change feed reads in order: one per synced table."""
+    return models.Index(fields=["change_txid", "change_seq"], name="%(class)s_change_pos")
 
 
 class VisibleQuerySet(models.QuerySet):
@@ -99,6 +109,7 @@ class Customer(SyncedModel):
     class Meta:
         ordering = ["name", "id"]
         indexes = [
+            change_position_index(),
             models.Index(fields=["owner", "lifecycle_stage"], name="customer_owner_stage_idx"),
             models.Index(fields=["lifecycle_stage", "relationship_type"], name="customer_stage_rel_idx"),
             models.Index(fields=["name"], name="customer_name_idx"),
@@ -153,7 +164,10 @@ class Person(SyncedModel):
     class Meta:
         verbose_name_plural = "people"
         ordering = ["last_name", "first_name", "id"]
-        indexes = [models.Index(fields=["customer", "dmu_role"], name="person_customer_role_idx")]
+        indexes = [
+            change_position_index(),
+            models.Index(fields=["customer", "dmu_role"], name="person_customer_role_idx"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(dmu_role__in=["decision_maker", "influencer", "buyer", "user", "gatekeeper"]),
@@ -189,6 +203,7 @@ class Product(SyncedModel):
 
     class Meta:
         ordering = ["family", "tier", "sku"]
+        indexes = [change_position_index()]
         constraints = [
             models.UniqueConstraint(fields=["family", "tier"], name="product_family_tier_unique"),
             models.CheckConstraint(condition=Q(list_price__gte=0), name="product_list_price_nonnegative"),
@@ -229,6 +244,7 @@ class Purchase(SyncedModel):
     class Meta:
         ordering = ["-purchased_at", "-id"]
         indexes = [
+            change_position_index(),
             models.Index(fields=["customer", "purchased_at"], name="purchase_customer_date_idx"),
             models.Index(fields=["product", "customer"], name="purchase_product_cust_idx"),
             models.Index(fields=["purchased_at"], name="purchase_date_idx"),
@@ -269,6 +285,7 @@ class Holding(SyncedModel):
     class Meta:
         ordering = ["customer", "product", "-since"]
         indexes = [
+            change_position_index(),
             models.Index(fields=["customer", "status"], name="holding_customer_status_idx"),
             models.Index(fields=["product", "status"], name="holding_product_status_idx"),
         ]
@@ -315,6 +332,7 @@ class Usage(SyncedModel):
     class Meta:
         verbose_name_plural = "usage"
         ordering = ["holding", "-period_start"]
+        indexes = [change_position_index()]
         constraints = [
             models.UniqueConstraint(fields=["holding", "period_start"], name="usage_one_per_holding_period"),
             models.CheckConstraint(condition=Q(used__gte=0), name="usage_used_nonnegative"),
@@ -368,6 +386,7 @@ class Contact(SyncedModel):
     class Meta:
         ordering = ["-occurred_at", "-id"]
         indexes = [
+            change_position_index(),
             models.Index(fields=["customer", "occurred_at"], name="contact_customer_date_idx"),
             models.Index(fields=["salesperson", "follow_up_on"], name="contact_followup_idx"),
         ]
@@ -420,6 +439,7 @@ class Event(SyncedModel):
     class Meta:
         ordering = ["-occurred_at", "-id"]
         indexes = [
+            change_position_index(),
             models.Index(fields=["customer", "occurred_at"], name="event_customer_date_idx"),
             models.Index(fields=["kind", "occurred_at"], name="event_kind_date_idx"),
         ]
@@ -485,6 +505,7 @@ class Opportunity(SyncedModel):
         verbose_name_plural = "opportunities"
         ordering = ["-score", "id"]
         indexes = [
+            change_position_index(),
             models.Index(fields=["customer", "status"], name="opp_customer_status_idx"),
             models.Index(fields=["status", "kind"], name="opp_status_kind_idx"),
         ]
@@ -504,19 +525,66 @@ class Opportunity(SyncedModel):
 
 
 class Tombstone(models.Model):
-    """The deletion log: one row per deleted synced record, so sync clients learn of deletions."""
+    """The deletion log: one row per deleted synced record, so sync clients learn of deletions.
+
+    `owner` is the deleted record's customer's owner at the time, so the change feed shows a
+    deletion to the same people who could see the record (catalogue deletions to everyone).
+    """
 
     model = models.CharField(max_length=50, help_text='Model label, e.g. "crm.customer".')
     object_id = models.BigIntegerField()
     external_id = models.CharField(max_length=100, null=True, blank=True)
+    customer_id = models.BigIntegerField(null=True, blank=True, help_text="The deleted record's customer, if any.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Owner of that customer when the record was deleted.",
+    )
     deleted_at = models.DateTimeField(auto_now_add=True, db_index=True)
     deleted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    change_txid = models.BigIntegerField(default=0, editable=False)
+    change_seq = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["deleted_at", "id"]
-        indexes = [models.Index(fields=["model", "object_id"], name="tombstone_model_object_idx")]
+        indexes = [
+            models.Index(fields=["model", "object_id"], name="tombstone_model_object_idx"),
+            change_position_index(),
+        ]
 
     def __str__(self) -> str:
         return f"{self.model}#{self.object_id} deleted {self.deleted_at:%Y-%m-%d %H:%M}"
+
+
+class SyncHorizon(models.Model):
+    """How far back the change feed still reaches: tombstones deleted before this were pruned.
+
+    One row at most. A sync cursor handed out before `pruned_before` may have missed a
+    deletion and gets 410 Gone: the client must resync in full.
+    """
+
+    pruned_before = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"tombstones kept from {self.pruned_before:%Y-%m-%d %H:%M}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a POST sent with an Idempotency-Key, replayed on a retry."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=500)
+    request_hash = models.CharField(max_length=64, help_text="SHA-256 of the request body.")
+    status_code = models.PositiveSmallIntegerField()
+    response_body = models.JSONField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_one_per_user_key")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} [{self.key}]"

@@ -14,12 +14,12 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from accounts.models import User
 from crm.bulk import bulk_insert
-from crm.models import Contact, Customer, Event, Opportunity, Person, Purchase, Tombstone
+from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Purchase, Tombstone, Usage
 
 SYNCED_CHILDREN = ("people", "purchases", "holdings", "contacts", "events", "opportunities")
 
@@ -40,44 +40,190 @@ def _apply_changes(instance: models.Model, data: dict[str, Any]) -> list[str]:
     return changed
 
 
+def _split_many_to_many(model: type[models.Model], data: dict[str, Any]) -> dict[str, Any]:
+    """Pop many-to-many values (e.g. a contact's people) out of `data`."""
+    names = {f.name for f in model._meta.many_to_many}
+    return {name: data.pop(name) for name in list(data) if name in names}
+
+
+def _many_to_many_changed(instance: models.Model, values: dict[str, Any]) -> list[str]:
+    changed = []
+    for name, objects in values.items():
+        wanted = {getattr(o, "pk", o) for o in objects}
+        if set(getattr(instance, name).values_list("pk", flat=True)) != wanted:
+            getattr(instance, name).set(wanted)
+            changed.append(name)
+    return changed
+
+
+@transaction.atomic
+def record_create(*, model: type[models.Model], data: dict[str, Any]) -> models.Model:
+    """Create a CRM record that needs nothing beyond validation (products, holdings, usage)."""
+    data = dict(data)
+    many = _split_many_to_many(model, data)
+    instance = _save_new(model(**data))
+    for name, objects in many.items():
+        getattr(instance, name).set(objects)
+    return instance
+
+
 @transaction.atomic
 def record_update(*, instance: models.Model, data: dict[str, Any]) -> tuple[models.Model, bool]:
     """Update fields of any CRM record; saves (and bumps `updated_at`) only when something changed."""
+    data = dict(data)
+    many = _split_many_to_many(type(instance), data)
     changed = _apply_changes(instance, data)
-    if not changed:
-        return instance, False
-    instance.full_clean()
-    instance.save(update_fields=[*changed, "updated_at"])
-    return instance, True
+    if changed:
+        instance.full_clean()
+        instance.save(update_fields=[*changed, "updated_at"])
+    many_changed = _many_to_many_changed(instance, many)
+    if many_changed and not changed:
+        instance.save(update_fields=["updated_at"])  # the record changed: it moves in the change feed
+    return instance, bool(changed or many_changed)
+
+
+class RecordErrors(Exception):
+    """Records of a batch the database refused: {index: {field: [messages]}}."""
+
+    def __init__(self, errors: dict[int, dict[str, list[str]]]):
+        self.errors = errors
+        super().__init__(f"{len(errors)} invalid record(s)")
+
+
+@transaction.atomic
+def records_upsert(
+    *, model: type[models.Model], records: list[dict[str, Any]], existing: dict[str, models.Model]
+) -> list[tuple[str, models.Model]]:
+    """Create or update many records keyed by external_id, in one transaction.
+
+    `records` are validated values (each with its external_id); `existing` maps the
+    external_ids already stored to their rows (locked by the caller). Returns, per record,
+    ("created" | "updated" | "unchanged", row). A record equal to what is stored is not
+    written at all: no new `updated_at`, no change-feed entry, so a replayed batch is a no-op.
+    Raises RecordErrors naming the records the database refuses; nothing is written then.
+    """
+    now = timezone.now()
+    results: list[tuple[str, models.Model]] = []
+    to_create: list[models.Model] = []
+    to_update: list[models.Model] = []
+    update_fields: set[str] = set()
+    many_values: list[tuple[models.Model, dict[str, Any], bool]] = []
+    for data in records:
+        data = dict(data)
+        many = _split_many_to_many(model, data)
+        row = existing.get(data["external_id"])
+        if row is None:
+            row = model(**data)
+            to_create.append(row)
+            results.append(("created", row))
+        else:
+            changed = _apply_changes(row, data)
+            if changed:
+                row.updated_at = now
+                update_fields.update(changed)
+                to_update.append(row)
+            results.append(("updated" if changed else "unchanged", row))
+        if many:
+            many_values.append((row, many, row in to_create))
+    try:
+        with transaction.atomic():
+            model.objects.bulk_create(to_create)
+            if to_update:
+                model.objects.bulk_update(to_update, [*sorted(update_fields), "updated_at"])
+    except IntegrityError:
+        raise RecordErrors(_find_refused(results)) from None
+    touched_by_many = []
+    for row, many, created in many_values:
+        if created:
+            for name, objects in many.items():
+                getattr(row, name).set(objects)
+        elif _many_to_many_changed(row, many):
+            touched_by_many.append(row)
+    for index, (result, row) in enumerate(results):
+        if result == "unchanged" and row in touched_by_many:
+            results[index] = ("updated", row)
+            model.objects.filter(pk=row.pk).update(updated_at=now)
+    if model is Purchase:
+        _purchases_written(created=[row for result, row in results if result == "created"])
+    return results
+
+
+class _Rollback(Exception):
+    pass
+
+
+def _find_refused(results: list[tuple[str, models.Model]]) -> dict[int, dict[str, list[str]]]:
+    """Write the batch again record by record (then roll it all back) to name the refused ones."""
+    errors: dict[int, dict[str, list[str]]] = {}
+    try:
+        with transaction.atomic():
+            for index, (result, row) in enumerate(results):
+                if result == "unchanged":
+                    continue
+                try:
+                    with transaction.atomic():
+                        row.full_clean()
+                        if result == "created":
+                            row.pk = None
+                        row.save(force_insert=result == "created")
+                except ValidationError as exc:
+                    errors[index] = exc.message_dict
+                except IntegrityError as exc:
+                    errors[index] = {"": [f"The database refused this record: {str(exc).splitlines()[0]}"]}
+            raise _Rollback
+    except _Rollback:
+        pass
+    return errors or {-1: {"": ["The batch conflicts with records written at the same time; send it again."]}}
+
+
+def _purchases_written(*, created: list[Purchase]) -> None:
+    """Follow-ups of new purchase lines: a won opportunity is realised by its purchase."""
+    if created:
+        from crm.opportunities.services import opportunities_link_won_purchases
+
+        opportunities_link_won_purchases(purchases=created)
 
 
 @transaction.atomic
 def record_delete(*, instance: models.Model, deleted_by: User | None = None) -> None:
-    """Delete a synced record and log a tombstone for it (and for children a cascade removes)."""
-    tombstones = [_tombstone(instance, deleted_by)]
+    """Delete a synced record and log a tombstone for it (and for children a cascade removes).
+
+    Each tombstone keeps the customer and its owner, so the change feed shows the deletion to
+    the people who could see the record.
+    """
+    customer_id, owner_id = _customer_and_owner(instance)
+
+    def tombstone(model_label: str, pk: int, external_id: str | None) -> Tombstone:
+        return Tombstone(
+            model=model_label, object_id=pk, external_id=external_id, customer_id=customer_id,
+            owner_id=owner_id, deleted_by=deleted_by,
+        )
+
+    tombstones = [tombstone(instance._meta.label_lower, instance.pk, getattr(instance, "external_id", None))]
     if isinstance(instance, Customer):
         for relation in SYNCED_CHILDREN:
             for child in getattr(instance, relation).only("pk", "external_id"):
-                tombstones.append(_tombstone(child, deleted_by))
-        for usage in instance.holdings.values_list("usage__pk", "usage__external_id"):
-            if usage[0] is not None:
-                tombstones.append(
-                    Tombstone(model="crm.usage", object_id=usage[0], external_id=usage[1], deleted_by=deleted_by)
-                )
-    elif instance._meta.label_lower == "crm.holding":
+                tombstones.append(tombstone(child._meta.label_lower, child.pk, child.external_id))
+        for pk, external_id in Usage.objects.filter(holding__customer=instance).values_list("pk", "external_id"):
+            tombstones.append(tombstone("crm.usage", pk, external_id))
+    elif isinstance(instance, Holding):
         for usage in instance.usage.only("pk", "external_id"):
-            tombstones.append(_tombstone(usage, deleted_by))
+            tombstones.append(tombstone("crm.usage", usage.pk, usage.external_id))
     Tombstone.objects.bulk_create(tombstones)
     instance.delete()
 
 
-def _tombstone(instance: models.Model, deleted_by: User | None) -> Tombstone:
-    return Tombstone(
-        model=instance._meta.label_lower,
-        object_id=instance.pk,
-        external_id=getattr(instance, "external_id", None),
-        deleted_by=deleted_by,
-    )
+def _customer_and_owner(instance: models.Model) -> tuple[int | None, int | None]:
+    if isinstance(instance, Customer):
+        return instance.pk, instance.owner_id
+    if isinstance(instance, Usage):
+        customer_id = Holding.objects.filter(pk=instance.holding_id).values_list("customer_id", flat=True).first()
+    else:
+        customer_id = getattr(instance, "customer_id", None)
+    if customer_id is None:
+        return None, None
+    owner_id = Customer.objects.filter(pk=customer_id).values_list("owner_id", flat=True).first()
+    return customer_id, owner_id
 
 
 @transaction.atomic
@@ -117,6 +263,19 @@ def person_add(*, customer: Customer, last_name: str, external_id: str | None = 
     return _save_new(Person(customer=customer, last_name=last_name, external_id=external_id or None, **fields))
 
 
+def purchase_amounts(
+    *, quantity: Decimal, amount: Decimal | None, unit_price: Decimal | None
+) -> tuple[Decimal, Decimal]:
+    """(amount, unit price) of a purchase line from whichever of the two is given."""
+    if amount is None and unit_price is None:
+        raise ValidationError({"amount": "Give the amount or the unit price."})
+    if amount is None:
+        amount = (quantity * Decimal(unit_price)).quantize(Decimal("0.01"))
+    if unit_price is None:
+        unit_price = (Decimal(amount) / quantity).quantize(Decimal("0.01")) if quantity else Decimal(amount)
+    return Decimal(amount), Decimal(unit_price)
+
+
 @transaction.atomic
 def purchase_record(
     *,
@@ -132,12 +291,7 @@ def purchase_record(
 ) -> Purchase:
     """Record one purchase line; the amount defaults to quantity × unit price and vice versa."""
     quantity = Decimal(quantity)
-    if amount is None and unit_price is None:
-        raise ValidationError({"amount": "Give the amount or the unit price."})
-    if amount is None:
-        amount = (quantity * Decimal(unit_price)).quantize(Decimal("0.01"))
-    if unit_price is None:
-        unit_price = (Decimal(amount) / quantity).quantize(Decimal("0.01")) if quantity else Decimal(amount)
+    amount, unit_price = purchase_amounts(quantity=quantity, amount=amount, unit_price=unit_price)
     purchase = Purchase(
         customer=customer,
         product=product,

@@ -16,3 +16,13 @@ def regenerate_opportunities_task(*_args, as_of: str | None = None) -> dict:
 
     result = opportunities_regenerate(as_of=date.fromisoformat(as_of) if as_of else None)
     return asdict(result)
+
+
+@shared_task(name="crm.tasks.prune_sync_log_task")
+def prune_sync_log_task() -> dict:
+    """Drop tombstones past SYNC_TOMBSTONE_RETENTION_DAYS and day-old idempotency records (nightly)."""
+    from django.conf import settings
+
+    from crm.sync import sync_log_prune
+
+    return sync_log_prune(tombstone_days=settings.SYNC_TOMBSTONE_RETENTION_DAYS)

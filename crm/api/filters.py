@@ -1,0 +1,128 @@
+"""Query filters per resource: the fields a syncing client or a search would use."""
+
+from __future__ import annotations
+
+import django_filters as filters
+from django import forms
+from django.db import models
+
+from clv.models import ClvRun, CustomerValue
+from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
+
+
+class IdFilter(filters.Filter):
+    """A related record's id: an integer in the database's range (no lookup, so no existence leak)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(*args, **kwargs)
+
+
+class IdFilters:
+    filter_overrides = {
+        models.ForeignKey: {"filter_class": IdFilter},
+        models.OneToOneField: {"filter_class": IdFilter},
+    }
+
+
+class SyncedFilterSet(filters.FilterSet):
+    """Every synced resource: by external_id (one or several) and by time of change."""
+
+    external_id = filters.BaseInFilter(field_name="external_id", help_text="One or more, comma-separated.")
+    updated_after = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    updated_before = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="lt")
+    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+
+
+class CustomerFilter(SyncedFilterSet):
+    q = filters.CharFilter(field_name="name", lookup_expr="icontains", help_text="Name contains.")
+
+    class Meta(IdFilters):
+        model = Customer
+        fields = ["owner", "kind", "relationship_type", "lifecycle_stage", "country", "industry", "city"]
+
+
+class CustomerChildFilter(SyncedFilterSet):
+    customer_external_id = filters.CharFilter(field_name="customer__external_id")
+
+
+class PersonFilter(CustomerChildFilter):
+    email = filters.CharFilter(lookup_expr="iexact")
+
+    class Meta(IdFilters):
+        model = Person
+        fields = ["customer", "dmu_role", "is_active"]
+
+
+class ProductFilter(SyncedFilterSet):
+    class Meta(IdFilters):
+        model = Product
+        fields = ["sku", "family", "tier", "is_active"]
+
+
+class PurchaseFilter(CustomerChildFilter):
+    purchased_after = filters.IsoDateTimeFilter(field_name="purchased_at", lookup_expr="gte")
+    purchased_before = filters.IsoDateTimeFilter(field_name="purchased_at", lookup_expr="lt")
+
+    class Meta(IdFilters):
+        model = Purchase
+        fields = ["customer", "product", "order_ref"]
+
+
+class HoldingFilter(CustomerChildFilter):
+    class Meta(IdFilters):
+        model = Holding
+        fields = ["customer", "product", "status"]
+
+
+class UsageFilter(SyncedFilterSet):
+    customer = IdFilter(field_name="holding__customer")
+    period_after = filters.DateFilter(field_name="period_start", lookup_expr="gte")
+
+    class Meta(IdFilters):
+        model = Usage
+        fields = ["holding"]
+
+
+class ContactFilter(CustomerChildFilter):
+    occurred_after = filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    follow_up_due = filters.DateFilter(field_name="follow_up_on", lookup_expr="lte")
+
+    class Meta(IdFilters):
+        model = Contact
+        fields = ["customer", "salesperson", "channel", "direction"]
+
+
+class EventFilter(CustomerChildFilter):
+    occurred_after = filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+
+    class Meta(IdFilters):
+        model = Event
+        fields = ["customer", "kind", "impact"]
+
+
+class OpportunityFilter(CustomerChildFilter):
+    class Meta(IdFilters):
+        model = Opportunity
+        fields = ["customer", "product", "kind", "status"]
+
+
+class CustomerValueFilter(filters.FilterSet):
+    min_clv = filters.NumberFilter(field_name="clv", lookup_expr="gte")
+    max_p_alive = filters.NumberFilter(field_name="p_alive", lookup_expr="lte")
+    customer_external_id = filters.CharFilter(field_name="customer__external_id")
+
+    class Meta(IdFilters):
+        model = CustomerValue
+        fields = ["customer"]
+
+
+class ClvRunFilter(filters.FilterSet):
+    class Meta(IdFilters):
+        model = ClvRun
+        fields = ["status", "is_current", "as_of"]

@@ -1,0 +1,68 @@
+"""Rate limits: a fixed one-minute window counted in the cache (Redis in production).
+
+Per API token when one is used (so two integrations of one user do not share a budget), else
+per user, else per client address. Over the limit: 429 with Retry-After (seconds to the next
+window). One cache increment per request, whatever the rate.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework.throttling import BaseThrottle
+
+from accounts.models import ApiToken
+
+WINDOW_SECONDS = 60
+
+
+def parse_rate(rate: str) -> int:
+    """'1200/min' -> 1200 requests per minute."""
+    count, _, unit = rate.partition("/")
+    per_minute = {"s": 60, "sec": 60, "second": 60, "m": 1, "min": 1, "minute": 1, "h": 1 / 60, "hour": 1 / 60}
+    return max(1, int(int(count) * per_minute[unit or "min"]))
+
+
+class WindowThrottle(BaseThrottle):
+    scope = "api"
+
+    def rate(self) -> int:
+        return parse_rate(settings.API_THROTTLE_RATES[self.scope])
+
+    def ident(self, request) -> str:
+        if isinstance(request.auth, ApiToken):
+            return f"token:{request.auth.pk}"
+        if request.user and request.user.is_authenticated:
+            return f"user:{request.user.pk}"
+        return f"addr:{self.get_ident(request)}"
+
+    def allow_request(self, request, view):
+        now = time.time()
+        window = int(now // WINDOW_SECONDS)
+        key = f"throttle:{self.scope}:{self.ident(request)}:{window}"
+        cache.add(key, 0, timeout=WINDOW_SECONDS + 5)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=WINDOW_SECONDS + 5)
+            count = 1
+        self._wait = (window + 1) * WINDOW_SECONDS - now
+        return count <= self.rate()
+
+    def wait(self):
+        return self._wait
+
+
+class ApiThrottle(WindowThrottle):
+    scope = "api"
+
+
+class LoginThrottle(WindowThrottle):
+    """Token requests with a password: per client address, to slow password guessing."""
+
+    scope = "login"
+
+    def ident(self, request) -> str:
+        return f"addr:{self.get_ident(request)}"

@@ -1,0 +1,34 @@
+"""Routes of API v1, mounted at /api/v1/."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from crm.api import schema, views  # noqa: F401  (schema registers the token scheme)
+
+router = DefaultRouter()
+router.register("customers", views.CustomerViewSet, basename="customer")
+router.register("people", views.PersonViewSet, basename="person")
+router.register("products", views.ProductViewSet, basename="product")
+router.register("purchases", views.PurchaseViewSet, basename="purchase")
+router.register("holdings", views.HoldingViewSet, basename="holding")
+router.register("usage", views.UsageViewSet, basename="usage")
+router.register("contacts", views.ContactViewSet, basename="contact")
+router.register("events", views.EventViewSet, basename="event")
+router.register("opportunities", views.OpportunityViewSet, basename="opportunity")
+router.register("values", views.CustomerValueViewSet, basename="value")
+router.register("clv-runs", views.ClvRunViewSet, basename="clv-run")
+router.register("auth/tokens", views.TokenViewSet, basename="token")
+
+app_name = "api"
+
+urlpatterns = [
+    path("auth/token/", views.TokenView.as_view(), name="token"),
+    path("sync/changes/", views.SyncChangesView.as_view(), name="sync-changes"),
+    path("analytics/", views.AnalyticsIndexView.as_view(), name="analytics"),
+    path("analytics/<slug:question>/", views.AnalyticsView.as_view(), name="analytics-question"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    path("", include(router.urls)),
+]

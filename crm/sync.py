@@ -1,0 +1,307 @@
+"""The change feed: every insert, update and deletion of a synced record, in commit-safe order.
+
+Each synced row carries its place in the feed, `(change_txid, change_seq)`, set by a database
+trigger on every insert and update whatever the write path (services, admin, COPY, raw SQL):
+the id of the writing transaction and a number from one global sequence (even for an insert,
+odd for an update). Deletions are rows of the deletion log (`Tombstone`), placed the same way.
+
+Why not timestamps: a transaction that started earlier can commit later, so a reader that
+has moved past its timestamp would never see its rows. Here a reader only returns rows whose
+transaction id is below the oldest transaction still running (PostgreSQL's snapshot xmin),
+so everything it returns is committed and anything committed later sorts after the cursor.
+A client that follows the cursors sees every change once. The price: a long open write
+transaction holds the feed back until it ends.
+
+On SQLite (single writer, so commit order is sequence order) the transaction id is 0 and
+the triggers number rows from a one-row counter table.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import connection, models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.selectors import customer_visibility_q
+from crm.models import (
+    Contact,
+    Customer,
+    Event,
+    Holding,
+    IdempotencyRecord,
+    Opportunity,
+    Person,
+    Product,
+    Purchase,
+    SyncHorizon,
+    Tombstone,
+    Usage,
+)
+
+# Feed types, in the order a client should apply a page's records when it syncs several.
+FEED_TYPES: dict[str, type[models.Model]] = {
+    "products": Product,
+    "customers": Customer,
+    "people": Person,
+    "purchases": Purchase,
+    "holdings": Holding,
+    "usage": Usage,
+    "contacts": Contact,
+    "events": Event,
+    "opportunities": Opportunity,
+}
+TYPE_OF_LABEL = {model._meta.label_lower: name for name, model in FEED_TYPES.items()}
+CATALOGUE_LABELS = {Product._meta.label_lower}
+CHANGE_COLUMNS = ("change_txid", "change_seq")
+
+
+class CursorError(ValueError):
+    """The cursor is not one this server handed out."""
+
+
+class CursorExpired(Exception):
+    """The cursor is older than the deletion log kept: the client must resync in full."""
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    txid: int
+    seq: int
+
+
+START = Position(-1, -1)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    position: Position
+    issued_at: int  # unix seconds when the server handed it out
+
+    def encode(self) -> str:
+        raw = f"1.{self.position.txid}.{self.position.seq}.{self.issued_at}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+            version, txid, seq, issued = raw.split(".")
+            if version != "1":
+                raise ValueError
+            return cls(Position(int(txid), int(seq)), int(issued))
+        except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+            raise CursorError("This cursor is not valid; start again without one.") from exc
+
+
+@dataclass
+class Change:
+    type: str
+    op: str  # "created", "updated" or "deleted"
+    position: Position
+    instance: models.Model | None = None  # the record (created/updated)
+    tombstone: Tombstone | None = None  # the deletion (deleted)
+
+
+@dataclass
+class ChangePage:
+    changes: list[Change]
+    cursor: Cursor
+    has_more: bool
+
+
+def _stable_xmin() -> int:
+    """Transaction ids below this belong to finished transactions only."""
+    if connection.vendor != "postgresql":
+        return 1  # SQLite: every row has txid 0 and writers are serialised
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT txid_snapshot_xmin(txid_current_snapshot())")
+        return cursor.fetchone()[0]
+
+
+def _after(qs, position: Position, xmin: int):
+    table = connection.ops.quote_name(qs.model._meta.db_table)
+    return (
+        qs.filter(change_txid__lt=xmin)
+        .extra(where=[f"({table}.change_txid, {table}.change_seq) > (%s, %s)"], params=[position.txid, position.seq])
+        .order_by("change_txid", "change_seq")
+    )
+
+
+def visible_tombstones(user) -> models.QuerySet:
+    return Tombstone.objects.filter(Q(model__in=CATALOGUE_LABELS) | customer_visibility_q(user, ""))
+
+
+def check_cursor(cursor: Cursor) -> None:
+    horizon = SyncHorizon.objects.first()
+    if horizon and cursor.issued_at < horizon.pruned_before.timestamp():
+        raise CursorExpired(
+            f"This cursor is from before {horizon.pruned_before:%Y-%m-%d %H:%M} UTC, the oldest deletion kept; "
+            "resync in full by starting again without a cursor."
+        )
+
+
+def changes_since(
+    *, user, types: list[str], cursor: Cursor | None, limit: int, prepare=None
+) -> ChangePage:
+    """The next `limit` changes after `cursor` that `user` may see, for the given types.
+
+    `prepare(type, queryset)` may refine each type's queryset (select_related for the caller's
+    serializer). Raises CursorExpired for a cursor older than the kept deletion log.
+    """
+    if cursor is not None:
+        check_cursor(cursor)
+    after = cursor.position if cursor else START
+    xmin = _stable_xmin()
+    issued = int(time.time())
+    candidates: list[Change] = []
+    for name in types:
+        model = FEED_TYPES[name]
+        qs = model.objects.all() if model is Product else model.objects.visible_to(user)
+        if prepare is not None:
+            qs = prepare(name, qs)
+        for instance in _after(qs, after, xmin)[: limit + 1]:
+            position = Position(instance.change_txid, instance.change_seq)
+            op = "created" if instance.change_seq % 2 == 0 else "updated"
+            candidates.append(Change(name, op, position, instance=instance))
+    labels = [FEED_TYPES[name]._meta.label_lower for name in types]
+    for tombstone in _after(visible_tombstones(user).filter(model__in=labels), after, xmin)[: limit + 1]:
+        position = Position(tombstone.change_txid, tombstone.change_seq)
+        candidates.append(Change(TYPE_OF_LABEL[tombstone.model], "deleted", position, tombstone=tombstone))
+    candidates.sort(key=lambda c: c.position)
+    page = candidates[:limit]
+    has_more = len(candidates) > limit
+    last = page[-1].position if page else after
+    return ChangePage(changes=page, cursor=Cursor(last, issued), has_more=has_more)
+
+
+@transaction.atomic
+def sync_log_prune(*, tombstone_days: int, idempotency_hours: int = 24) -> dict[str, int]:
+    """Drop tombstones and idempotency records past their retention; move the feed's horizon."""
+    now = timezone.now()
+    cutoff = now - timedelta(days=tombstone_days)
+    tombstones, _ = Tombstone.objects.filter(deleted_at__lt=cutoff).delete()
+    horizon = SyncHorizon.objects.select_for_update().first()
+    if horizon is None:
+        SyncHorizon.objects.create(pruned_before=cutoff)
+    elif horizon.pruned_before < cutoff:
+        horizon.pruned_before = cutoff
+        horizon.save(update_fields=["pruned_before"])
+    replies, _ = IdempotencyRecord.objects.filter(created_at__lt=now - timedelta(hours=idempotency_hours)).delete()
+    return {"tombstones": tombstones, "idempotency_records": replies}
+
+
+# --- the triggers -------------------------------------------------------------------------
+
+SYNCED_TABLES = [model._meta.db_table for model in FEED_TYPES.values()]
+
+
+def _pg_sql() -> list[str]:
+    statements = [
+        "CREATE SEQUENCE IF NOT EXISTS crm_change_seq",
+        """
+        CREATE OR REPLACE FUNCTION crm_mark_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            NEW.change_txid := txid_current();
+            IF TG_OP = 'INSERT' THEN
+                NEW.change_seq := nextval('crm_change_seq') * 2;
+            ELSE
+                NEW.change_seq := nextval('crm_change_seq') * 2 + 1;
+            END IF;
+            RETURN NEW;
+        END $$
+        """,
+    ]
+    for table in SYNCED_TABLES:
+        statements.append(
+            f"CREATE OR REPLACE TRIGGER {table}_change BEFORE INSERT OR UPDATE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION crm_mark_change()"
+        )
+    statements.append(
+        "CREATE OR REPLACE TRIGGER crm_tombstone_change BEFORE INSERT ON crm_tombstone "
+        "FOR EACH ROW EXECUTE FUNCTION crm_mark_change()"
+    )
+    return statements
+
+
+def _sqlite_sql() -> list[str]:
+    statements = [
+        "CREATE TABLE IF NOT EXISTS crm_change_counter (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT OR IGNORE INTO crm_change_counter (id, value) VALUES (1, 0)",
+    ]
+    bump = "UPDATE crm_change_counter SET value = value + 1 WHERE id = 1;"
+    seq = "(SELECT value FROM crm_change_counter WHERE id = 1)"
+    tables = {model._meta.db_table: model for model in FEED_TYPES.values()}
+    tables["crm_tombstone"] = Tombstone
+    for table, model in tables.items():
+        statements.append(f"DROP TRIGGER IF EXISTS {table}_change_ins")
+        statements.append(f"DROP TRIGGER IF EXISTS {table}_change_upd")
+        statements.append(
+            f"CREATE TRIGGER {table}_change_ins AFTER INSERT ON {table} BEGIN {bump} "
+            f"UPDATE {table} SET change_txid = 0, change_seq = {seq} * 2 WHERE id = NEW.id; END"
+        )
+        if model is Tombstone:
+            continue
+        # Fires only when a column other than the feed's own is set, so the insert trigger's
+        # own UPDATE does not count as an update.
+        columns = ", ".join(
+            f.column for f in model._meta.concrete_fields if f.column not in CHANGE_COLUMNS and not f.primary_key
+        )
+        statements.append(
+            f"CREATE TRIGGER {table}_change_upd AFTER UPDATE OF {columns} ON {table} BEGIN {bump} "
+            f"UPDATE {table} SET change_txid = 0, change_seq = {seq} * 2 + 1 WHERE id = NEW.id; END"
+        )
+    return statements
+
+
+def backfill_positions(conn=None) -> None:
+    """Give rows written before the triggers existed a place in the feed (inserts, in id order)."""
+    conn = conn or connection
+    tables = [*SYNCED_TABLES, "crm_tombstone"]
+    with conn.cursor() as cursor:
+        if conn.vendor == "postgresql":
+            cursor.execute("CREATE SEQUENCE IF NOT EXISTS crm_change_seq")
+            for table in tables:
+                cursor.execute(
+                    f"UPDATE {table} SET change_txid = txid_current(), change_seq = nextval('crm_change_seq') * 2 "
+                    "WHERE change_seq = 0"
+                )
+            return
+        cursor.execute("CREATE TABLE IF NOT EXISTS crm_change_counter (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+        cursor.execute("INSERT OR IGNORE INTO crm_change_counter (id, value) VALUES (1, 0)")
+        for table in tables:
+            cursor.execute(
+                f"UPDATE {table} SET change_txid = 0, "
+                "change_seq = 2 * (id + (SELECT value FROM crm_change_counter WHERE id = 1)) WHERE change_seq = 0"
+            )
+            cursor.execute(
+                f"UPDATE crm_change_counter SET value = value + (SELECT COALESCE(MAX(id), 0) FROM {table}) WHERE id = 1"
+            )
+
+
+def install_change_triggers(conn=None) -> None:
+    """Create (or re-create) the feed's sequence and triggers; safe to run again."""
+    conn = conn or connection
+    statements = _pg_sql() if conn.vendor == "postgresql" else _sqlite_sql()
+    with conn.cursor() as cursor:
+        for sql in statements:
+            cursor.execute(sql)
+
+
+def uninstall_change_triggers(conn=None) -> None:
+    conn = conn or connection
+    tables = [*SYNCED_TABLES, "crm_tombstone"]
+    with conn.cursor() as cursor:
+        for table in tables:
+            if conn.vendor == "postgresql":
+                cursor.execute(f"DROP TRIGGER IF EXISTS {table}_change ON {table}")
+            else:
+                cursor.execute(f"DROP TRIGGER IF EXISTS {table}_change_ins")
+                cursor.execute(f"DROP TRIGGER IF EXISTS {table}_change_upd")
+        if conn.vendor == "postgresql":
+            cursor.execute("DROP FUNCTION IF EXISTS crm_mark_change()")
