@@ -30,7 +30,8 @@ def test_bulk_creates_updates_and_replays_as_unchanged(api, book, sales_org):
     feed = changes_since(user=rep, types=["purchases"], cursor=None, limit=1000)
 
     replay = client.post("/api/v1/purchases/bulk/", {"records": records}, format="json")
-    assert replay.json()["unchanged"] == 5 and replay.json()["created"] == replay.json()["updated"] == 0
+    assert replay.json()["unchanged"] == 5
+    assert replay.json()["created"] == replay.json()["updated"] == 0
     assert dict(Purchase.objects.filter(external_id__startswith="ERP-").values_list("external_id", "updated_at")) == stamps
     assert Purchase.objects.filter(external_id__startswith="ERP-").count() == 5
     after = changes_since(user=rep, types=["purchases"], cursor=feed.cursor, limit=1000)
@@ -53,7 +54,8 @@ def test_one_bad_record_fails_the_batch_and_names_it(api, book, sales_org):
     response = client.post("/api/v1/purchases/bulk/", {"records": records}, format="json")
     assert response.status_code == 422
     body = response.json()
-    assert response["Content-Type"] == "application/problem+json" and body["status"] == 422
+    assert response["Content-Type"] == "application/problem+json"
+    assert body["status"] == 422
     assert {(e["index"], e["field"]) for e in body["errors"]} == {(1, "amount"), (3, "colour")}
     assert not Purchase.objects.filter(external_id__startswith="ERP-").exists()
 
@@ -74,13 +76,15 @@ def test_bulk_refuses_records_of_customers_the_caller_cannot_see(api, book, sale
 def test_bulk_limits_and_duplicates(api, book, sales_org):
     client = api(sales_org["north_rep1"])
     too_many = client.post("/api/v1/purchases/bulk/", {"records": _purchases("C-a1", 1001)}, format="json")
-    assert too_many.status_code == 400 and too_many.json()["errors"][0]["field"] == "records"
+    assert too_many.status_code == 400
+    assert too_many.json()["errors"][0]["field"] == "records"
     dupes = _purchases("C-a1", 2) + _purchases("C-a1", 1)
     response = client.post("/api/v1/purchases/bulk/", {"records": dupes}, format="json")
     assert response.status_code == 422
     assert {e["index"] for e in response.json()["errors"]} == {0, 2}
     missing = client.post("/api/v1/customers/bulk/", {"records": [{"name": "No key"}]}, format="json")
-    assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "external_id"
+    assert missing.status_code == 422
+    assert missing.json()["errors"][0]["field"] == "external_id"
     assert client.post("/api/v1/customers/bulk/", [{"name": "x"}], format="json").status_code == 400
 
 
@@ -122,15 +126,18 @@ def test_idempotency_key_replays_the_first_response(api, book, sales_org):
     first = client.post("/api/v1/events/", body, format="json", HTTP_IDEMPOTENCY_KEY="key-1")
     again = client.post("/api/v1/events/", body, format="json", HTTP_IDEMPOTENCY_KEY="key-1")
     assert first.status_code == again.status_code == 201
-    assert first.json() == again.json() and again["Idempotent-Replayed"] == "true"
+    assert first.json() == again.json()
+    assert again["Idempotent-Replayed"] == "true"
     assert first["ETag"] == again["ETag"]
     from crm.models import Event
 
     assert Event.objects.filter(kind="merger", customer__external_id="C-a1").count() == 1
     other = client.post("/api/v1/events/", {**body, "kind": "funding"}, format="json", HTTP_IDEMPOTENCY_KEY="key-1")
-    assert other.status_code == 400 and other.json()["errors"][0]["field"] == "Idempotency-Key"
+    assert other.status_code == 400
+    assert other.json()["errors"][0]["field"] == "Idempotency-Key"
     fresh = client.post("/api/v1/events/", body, format="json", HTTP_IDEMPOTENCY_KEY="key-2")
-    assert fresh.status_code == 201 and fresh.json()["id"] != first.json()["id"]
+    assert fresh.status_code == 201
+    assert fresh.json()["id"] != first.json()["id"]
 
 
 def test_a_failed_request_is_not_stored_under_its_key(api, book, sales_org):

@@ -50,7 +50,8 @@ def test_crud_round_trip(api, book, sales_org, resource):
     created = client.post(f"/api/v1/{resource}/", {**body, "external_id": f"NEW-{resource}"}, format="json")
     assert created.status_code == 201, created.json()
     data = created.json()
-    assert created["ETag"] and created["Location"].endswith(f"/api/v1/{resource}/{data['id']}/")
+    assert created["ETag"]
+    assert created["Location"].endswith(f"/api/v1/{resource}/{data['id']}/")
     assert model.objects.filter(pk=data["id"], external_id=f"NEW-{resource}").exists()
 
     by_id = client.get(f"/api/v1/{resource}/{data['id']}/")
@@ -151,7 +152,8 @@ def test_products_are_read_by_all_and_written_by_admins(api, book, sales_org):
     assert rep.post("/api/v1/products/", body, format="json").status_code == 403
     assert admin.post("/api/v1/products/", body, format="json").status_code == 201
     negative = admin.post("/api/v1/products/", {**body, "sku": "NEW-2", "list_price": "-1"}, format="json")
-    assert negative.status_code == 400 and negative.json()["errors"][0]["field"] == "list_price"
+    assert negative.status_code == 400
+    assert negative.json()["errors"][0]["field"] == "list_price"
 
 
 def test_only_managers_delete_customers(api, book, sales_org):
@@ -170,7 +172,8 @@ def test_filters(api, book, sales_org):
     several = client.get("/api/v1/events/", {"external_id": "E-a1,E-s1"}).json()["results"]
     assert {r["external_id"] for r in several} == {"E-a1", "E-s1"}
     bad = client.get("/api/v1/purchases/", {"purchased_after": "not a date"})
-    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "purchased_after"
+    assert bad.status_code == 400
+    assert bad.json()["errors"][0]["field"] == "purchased_after"
 
 
 def test_pages_have_a_default_size_and_a_clamped_maximum(api, sales_org):
@@ -178,7 +181,8 @@ def test_pages_have_a_default_size_and_a_clamped_maximum(api, sales_org):
     Customer.objects.bulk_create([Customer(name=f"Bulk {i:04d}", owner=owner) for i in range(620)])
     client = api(owner)
     first = client.get("/api/v1/customers/").json()
-    assert len(first["results"]) == 50 and first["next"]
+    assert len(first["results"]) == 50
+    assert first["next"]
     clamped = client.get("/api/v1/customers/", {"page_size": 10_000}).json()
     assert len(clamped["results"]) == 500
     seen, url = [], "/api/v1/customers/?page_size=200&ordering=name"
@@ -207,10 +211,12 @@ def test_contact_people_must_belong_to_the_customer(api, book, sales_org):
     response = client.post("/api/v1/contacts/", {
         "customer": a1["customer"].pk, "channel": "call", "subject": "x", "occurred_at": "2026-01-01T00:00:00Z",
         "people": [a2["person"].pk]}, format="json")
-    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "people"
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "people"
 
 
 def test_product_lookup_by_external_id_and_catalogue(api, sales_org):
     product = f.product(external_id="ERP-77")
     data = api(sales_org["south_rep2"]).get("/api/v1/products/ext:ERP-77/").json()
-    assert data["id"] == product.pk and Product.objects.count() == 1
+    assert data["id"] == product.pk
+    assert Product.objects.count() == 1
