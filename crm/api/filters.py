@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import django_filters as filters
 from django import forms
 from django.db import models
@@ -28,13 +30,37 @@ class IdFilters:
     }
 
 
+class UtcIsoDateTimeField(forms.DateTimeField):
+    """An ISO 8601 date-time, turned into UTC (the database refuses offsets beyond ±15:59)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("input_formats", ["iso-8601"])
+        super().__init__(*args, **kwargs)
+
+    def strptime(self, value, format):
+        return filters.fields.IsoDateTimeField().strptime(value, format)
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise forms.ValidationError("This date-time is out of range.", code="invalid") from None
+
+
+class DateTimeFilter(filters.Filter):
+    field_class = UtcIsoDateTimeField
+
+
 class SyncedFilterSet(filters.FilterSet):
     """Every synced resource: by external_id (one or several) and by time of change."""
 
     external_id = filters.BaseInFilter(field_name="external_id", help_text="One or more, comma-separated.")
-    updated_after = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
-    updated_before = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="lt")
-    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    updated_after = DateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    updated_before = DateTimeFilter(field_name="updated_at", lookup_expr="lt")
+    created_after = DateTimeFilter(field_name="created_at", lookup_expr="gte")
 
 
 class CustomerFilter(SyncedFilterSet):
@@ -64,8 +90,8 @@ class ProductFilter(SyncedFilterSet):
 
 
 class PurchaseFilter(CustomerChildFilter):
-    purchased_after = filters.IsoDateTimeFilter(field_name="purchased_at", lookup_expr="gte")
-    purchased_before = filters.IsoDateTimeFilter(field_name="purchased_at", lookup_expr="lt")
+    purchased_after = DateTimeFilter(field_name="purchased_at", lookup_expr="gte")
+    purchased_before = DateTimeFilter(field_name="purchased_at", lookup_expr="lt")
 
     class Meta(IdFilters):
         model = Purchase
@@ -88,8 +114,8 @@ class UsageFilter(SyncedFilterSet):
 
 
 class ContactFilter(CustomerChildFilter):
-    occurred_after = filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
-    occurred_before = filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    occurred_after = DateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = DateTimeFilter(field_name="occurred_at", lookup_expr="lt")
     follow_up_due = filters.DateFilter(field_name="follow_up_on", lookup_expr="lte")
 
     class Meta(IdFilters):
@@ -98,8 +124,8 @@ class ContactFilter(CustomerChildFilter):
 
 
 class EventFilter(CustomerChildFilter):
-    occurred_after = filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
-    occurred_before = filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    occurred_after = DateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = DateTimeFilter(field_name="occurred_at", lookup_expr="lt")
 
     class Meta(IdFilters):
         model = Event

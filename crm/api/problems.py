@@ -10,7 +10,7 @@ import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError
+from django.db import DataError, IntegrityError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -116,6 +116,9 @@ def exception_handler(exc, context):
     """DRF's handler, then reshaped as problem details; unexpected errors stay 500s (logged)."""
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(_django_validation_detail(exc))
+    elif isinstance(exc, DataError):
+        logger.info("data error turned into 400: %s", exc)
+        exc = exceptions.ValidationError({"non_field_errors": ["A value is out of the range the database can store."]})
     elif isinstance(exc, IntegrityError):
         logger.info("integrity error turned into 409: %s", exc)
         exc = Conflict("The record conflicts with another one (a unique value is taken, or it is still in use).")

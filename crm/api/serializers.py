@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import EmailValidator, URLValidator
 from django.db.models import Q
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -59,6 +61,8 @@ class RefField(serializers.RelatedField):
     def _key(self, data):
         if isinstance(data, bool) or not isinstance(data, int | str) or data == "":
             self.fail("incorrect_type", data_type=type(data).__name__)
+        if isinstance(data, str) and ("\x00" in data or len(data) > 100):
+            self.fail("does_not_exist", model=self.model._meta.verbose_name, by="external_id", value=data[:100])
         return ("pk", data) if isinstance(data, int) else ("external_id", data)
 
     def to_internal_value(self, data):
@@ -88,7 +92,7 @@ def prefetch_refs(serializer: serializers.Serializer, records: list, user) -> di
                 continue
             if isinstance(value, int) and 0 < value <= BIGINT_MAX:
                 ids.add(value)
-            elif isinstance(value, str) and value:
+            elif isinstance(value, str) and value and "\x00" not in value and len(value) <= 100:
                 external_ids.add(value)
         if not ids and not external_ids:
             continue
@@ -141,10 +145,15 @@ class OwnerField(serializers.PrimaryKeyRelatedField):
         return User.objects.filter(is_active=True)
 
 
-def check_assignable(user: User, assignee: User | None, field: str) -> None:
-    """Salespeople work their own records; managers assign within their teams; admins anyone."""
-    if assignee is None or user is None or assignee == user or user.sees_everything:
+def check_assignable(user: User, assignee: User | None, field: str, *, none_ok: bool = False) -> None:
+    """Salespeople work their own records; managers assign within their teams; admins anyone.
+
+    Leaving a customer without an owner hides it from everyone but admins, so only admins may.
+    """
+    if user is None or user.sees_everything or assignee == user or (assignee is None and none_ok):
         return
+    if assignee is None:
+        raise serializers.ValidationError({field: ["Only admins may leave this empty."]})
     if user.is_manager and assignee.team_id is not None and assignee.team.manager_id == user.pk:
         return
     if user.is_manager:
@@ -152,8 +161,45 @@ def check_assignable(user: User, assignee: User | None, field: str) -> None:
     raise serializers.ValidationError({field: ["Only managers and admins may assign another user."]})
 
 
+class _CheckedTextField(serializers.CharField):
+    """Text checked by a Django validator when not empty (no format in the schema: empty is valid)."""
+
+    validator = None
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if value:
+            try:
+                self.validator(value)
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError(exc.messages) from None
+        return value
+
+
+@extend_schema_field({"type": "string", "maxLength": 254, "description": "An e-mail address, or empty."})
+class BlankableEmailField(_CheckedTextField):
+    validator = EmailValidator()
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=254, allow_blank=True, required=False, **kwargs)
+
+
+@extend_schema_field({"type": "string", "maxLength": 200, "description": "A web address, or empty."})
+class BlankableUrlField(_CheckedTextField):
+    validator = URLValidator()
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=200, allow_blank=True, required=False, **kwargs)
+
+
+def email_field():
+    return BlankableEmailField()
+
+
 class CustomerSerializer(ApiModelSerializer):
     owner = OwnerField(required=False, allow_null=True, help_text="The owning salesperson; defaults to the caller.")
+    email = email_field()
+    website = BlankableUrlField()
 
     class Meta:
         model = Customer
@@ -177,6 +223,8 @@ class CustomerChildSerializer(ApiModelSerializer):
 
 
 class PersonSerializer(CustomerChildSerializer):
+    email = email_field()
+
     class Meta:
         model = Person
         fields = [
@@ -304,7 +352,7 @@ class ContactSerializer(CustomerChildSerializer):
 
     def validate(self, attrs):
         if "salesperson" in attrs:
-            check_assignable(self.user, attrs["salesperson"], "salesperson")
+            check_assignable(self.user, attrs["salesperson"], "salesperson", none_ok=True)
         elif self.instance is None and self.user is not None:
             attrs["salesperson"] = self.user
         customer = attrs.get("customer", getattr(self.instance, "customer", None))
@@ -315,7 +363,7 @@ class ContactSerializer(CustomerChildSerializer):
 
 
 class EventSerializer(CustomerChildSerializer):
-    recorded_by = serializers.PrimaryKeyRelatedField(read_only=True)
+    recorded_by = serializers.IntegerField(source="recorded_by_id", read_only=True, allow_null=True)
 
     class Meta:
         model = Event

@@ -33,7 +33,7 @@ class WindowThrottle(BaseThrottle):
 
     def ident(self, request) -> str:
         if isinstance(request.auth, ApiToken):
-            return f"token:{request.auth.pk}"
+            return f"token:{request.auth.key_hash[:24]}"
         if request.user and request.user.is_authenticated:
             return f"user:{request.user.pk}"
         return f"addr:{self.get_ident(request)}"

@@ -102,6 +102,8 @@ class SyncedViewSet(viewsets.ModelViewSet):
 
     def lookup_filter(self) -> dict:
         value = self.kwargs[self.lookup_url_kwarg or self.lookup_field]
+        if "\x00" in value:
+            raise Http404
         if value.startswith(EXTERNAL_PREFIX) and len(value) > len(EXTERNAL_PREFIX):
             return {"external_id": value[len(EXTERNAL_PREFIX):]}
         if value.isascii() and value.isdigit() and 0 < int(value) <= BIGINT_MAX:
@@ -147,7 +149,9 @@ class SyncedViewSet(viewsets.ModelViewSet):
 
     def _respond_with(self, instance, status_code: int) -> Response:
         instance.refresh_from_db(fields=["change_txid", "change_seq", "updated_at"])
-        instance = self.get_queryset().get(pk=instance.pk)
+        # Read back as a list row would be (related fields loaded); a write that moved the record
+        # out of the caller's sight still answers with what was written.
+        instance = self.get_queryset().filter(pk=instance.pk).first() or instance
         headers = {"ETag": etag_for(instance)}
         if status_code == status.HTTP_201_CREATED:
             headers["Location"] = f"{self.request.path.rstrip('/')}/{instance.pk}/"
@@ -265,7 +269,7 @@ class SyncedViewSet(viewsets.ModelViewSet):
         keys = []
         for index, record in enumerate(records):
             key = record.get("external_id") if isinstance(record, dict) else None
-            if not isinstance(key, str) or not key or len(key) > 100:
+            if not isinstance(key, str) or not key or len(key) > 100 or "\x00" in key:
                 errors.append({"index": index, "field": "external_id",
                                "message": "Every record needs an external_id (a string of 1 to 100 characters).",
                                "code": "required"})
