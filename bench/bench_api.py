@@ -82,9 +82,9 @@ def start_gunicorn(port: int, workers: int) -> subprocess.Popen:
     )
     for _ in range(100):
         try:
-            requests.get(f"http://127.0.0.1:{port}/api/v1/schema/", timeout=1)
+            requests.get(f"http://127.0.0.1:{port}/api/v1/", timeout=10)  # 401 is an answer
             return proc
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.2)
     proc.kill()
     raise SystemExit("gunicorn did not start")

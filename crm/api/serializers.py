@@ -96,7 +96,9 @@ def prefetch_refs(serializer: serializers.Serializer, records: list, user) -> di
                 external_ids.add(value)
         if not ids and not external_ids:
             continue
-        found = visible_queryset(field.model, user).filter(Q(pk__in=ids) | Q(external_id__in=external_ids))
+        found = visible_queryset(field.model, user).filter(
+            Q(pk__in=ids) | Q(external_id__in=external_ids)
+        ).only("pk", "external_id")
         for obj in found:
             cache[(field.model, ("pk", obj.pk))] = obj
             if obj.external_id:

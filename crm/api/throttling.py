@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import BaseThrottle
 
 from accounts.models import ApiToken
@@ -23,6 +24,23 @@ def parse_rate(rate: str) -> int:
     count, _, unit = rate.partition("/")
     per_minute = {"s": 60, "sec": 60, "second": 60, "m": 1, "min": 1, "minute": 1, "h": 1 / 60, "hour": 1 / 60}
     return max(1, int(int(count) * per_minute[unit or "min"]))
+
+
+def _count(key: str, ttl: int) -> int:
+    """Increment and return the counter `key`: one round trip on Redis, add + incr elsewhere."""
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        full_key = backend.make_and_validate_key(key)
+        pipe = backend._cache.get_client(full_key, write=True).pipeline(transaction=False)
+        pipe.incr(full_key)
+        pipe.expire(full_key, ttl, nx=True)
+        return int(pipe.execute()[0])
+    backend.add(key, 0, timeout=ttl)
+    try:
+        return backend.incr(key)
+    except ValueError:  # expired between add and incr
+        backend.set(key, 1, timeout=ttl)
+        return 1
 
 
 class WindowThrottle(BaseThrottle):
@@ -42,12 +60,7 @@ class WindowThrottle(BaseThrottle):
         now = time.time()
         window = int(now // WINDOW_SECONDS)
         key = f"throttle:{self.scope}:{self.ident(request)}:{window}"
-        cache.add(key, 0, timeout=WINDOW_SECONDS + 5)
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=WINDOW_SECONDS + 5)
-            count = 1
+        count = _count(key, WINDOW_SECONDS + 5)
         self._wait = (window + 1) * WINDOW_SECONDS - now
         return count <= self.rate()
 

@@ -338,19 +338,29 @@ def _bulk_update(rows: list[tuple], now) -> None:
 
 
 def opportunities_link_won_purchases(*, purchases: list[Purchase]) -> int:
-    """Link won opportunities (no purchase yet, marked won before the purchase was recorded) to these purchases."""
-    linked = 0
-    for p in purchases:
-        if p.product_id is None:
-            continue
-        recorded = p.created_at or timezone.now()
-        n = Opportunity.objects.filter(
-            customer_id=p.customer_id, product_id=p.product_id, status=Opportunity.Status.WON,
-            won_purchase__isnull=True, status_changed_at__lte=recorded,
-        ).update(won_purchase=p, updated_at=timezone.now())
-        linked += n
-    return linked
+    """Link won opportunities (no purchase yet, marked won before the purchase was recorded) to these purchases.
 
+    One query finds the candidates for the whole batch; the first purchase of a customer and
+    product realises the opportunity.
+    """
+    first: dict[tuple[int, int], Purchase] = {}
+    for p in purchases:
+        if p.product_id is not None:
+            first.setdefault((p.customer_id, p.product_id), p)
+    if not first:
+        return 0
+    candidates = Opportunity.objects.filter(
+        status=Opportunity.Status.WON, won_purchase__isnull=True,
+        customer_id__in={c for c, _ in first}, product_id__in={pr for _, pr in first},
+    ).only("pk", "customer_id", "product_id", "status_changed_at")
+    now = timezone.now()
+    linked = 0
+    for opp in candidates:
+        p = first.get((opp.customer_id, opp.product_id))
+        if p is None or opp.status_changed_at is None or opp.status_changed_at > (p.created_at or now):
+            continue
+        linked += Opportunity.objects.filter(pk=opp.pk, won_purchase__isnull=True).update(won_purchase=p, updated_at=now)
+    return linked
 
 
 def opportunities_link_pending_wins() -> int:
