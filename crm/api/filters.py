@@ -7,6 +7,7 @@ from datetime import UTC
 import django_filters as filters
 from django import forms
 from django.db import models
+from django_filters.rest_framework import DjangoFilterBackend
 
 from clv.models import ClvRun, CustomerValue
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
@@ -152,3 +153,13 @@ class ClvRunFilter(filters.FilterSet):
     class Meta(IdFilters):
         model = ClvRun
         fields = ["status", "is_current", "as_of"]
+
+
+class FilterBackend(DjangoFilterBackend):
+    """django-filter, skipped when the request names none of the filters (saves a form per request)."""
+
+    def filter_queryset(self, request, queryset, view):
+        filterset_class = self.get_filterset_class(view, queryset)
+        if filterset_class is None or not set(filterset_class.base_filters) & set(request.query_params):
+            return queryset
+        return super().filter_queryset(request, queryset, view)

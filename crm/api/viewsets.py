@@ -25,6 +25,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from crm import services
+from crm.api import fast
 from crm.api.problems import BulkInvalid, PreconditionFailed, flatten_errors
 from crm.api.serializers import prefetch_refs, run_validation_for
 from crm.models import IdempotencyRecord
@@ -127,6 +128,15 @@ class SyncedViewSet(viewsets.ModelViewSet):
         super().initial(request, *args, **kwargs)
         if any("\x00" in value for values in request.query_params.lists() for value in values[1]):
             raise exceptions.ValidationError({"query": ["Query parameters must not contain NUL characters."]})
+
+    def list(self, request, *args, **kwargs):
+        """Pages are read as `.values()` rows and rendered by crm.api.fast when the serializer allows."""
+        plan = fast.plan_for(self.get_serializer_class())
+        if plan is None or self.prefetch_related:
+            return super().list(request, *args, **kwargs)
+        queryset = self.filter_queryset(self.get_queryset()).values(*fast.values_keys(plan))
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(fast.represent(page, plan))
 
     @extend_schema(parameters=[LOOKUP])
     def retrieve(self, request, *args, **kwargs):
