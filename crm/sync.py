@@ -10,7 +10,8 @@ has moved past its timestamp would never see its rows. Here a reader only return
 transaction id is below the oldest transaction still running (PostgreSQL's snapshot xmin),
 so everything it returns is committed and anything committed later sorts after the cursor.
 A client that follows the cursors sees every change once. The price: a long open write
-transaction holds the feed back until it ends.
+transaction on this database holds the feed back until it ends (transactions of other
+databases on the same server are recognised and do not).
 
 On SQLite (single writer, so commit order is sequence order) the transaction id is 0 and
 the triggers number rows from a one-row counter table.
@@ -115,12 +116,28 @@ class ChangePage:
     has_more: bool
 
 
+# The oldest transaction id that may still write to this database. Transactions listed as in
+# progress by the snapshot count unless they are known to belong to another database of the
+# same server (a backend never changes database): those cannot write our rows, and a long one
+# (a bulk load elsewhere) must not hold this feed back. Unknown ones (other roles' sessions
+# whose ids we may not read, subtransactions) count, which is only ever cautious.
+STABLE_BOUND_SQL = """
+    SELECT LEAST(
+        pg_snapshot_xmax(s.snap)::text::bigint,
+        (SELECT min(x::text::bigint) FROM pg_snapshot_xip(s.snap) AS x
+         WHERE (x::text::bigint % 4294967296) NOT IN (
+             SELECT backend_xid::text::bigint FROM pg_stat_activity
+             WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database())))
+    FROM (SELECT pg_current_snapshot() AS snap) AS s
+"""
+
+
 def _stable_xmin() -> int:
-    """Transaction ids below this belong to finished transactions only."""
+    """Transaction ids below this belong to finished transactions (of this database) only."""
     if connection.vendor != "postgresql":
         return 1  # SQLite: every row has txid 0 and writers are serialised
     with connection.cursor() as cursor:
-        cursor.execute("SELECT txid_snapshot_xmin(txid_current_snapshot())")
+        cursor.execute(STABLE_BOUND_SQL)
         return cursor.fetchone()[0]
 
 

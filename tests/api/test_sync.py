@@ -134,6 +134,28 @@ def test_feed_holds_back_changes_of_transactions_still_open(api, sales_org):
 
 
 @pytest.mark.postgres
+def test_an_open_transaction_in_another_database_does_not_hold_the_feed(api, sales_org):
+    import psycopg2
+    from django.conf import settings as django_settings
+
+    db = django_settings.DATABASES["default"]
+    other = psycopg2.connect(dbname="postgres", user=db["USER"], host=db["HOST"] or None, port=db["PORT"] or None,
+                             password=db["PASSWORD"] or None)
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT txid_current()")  # an open transaction holding a transaction id
+        rep = sales_org["north_rep1"]
+        client = api(rep)
+        _, cursor = drain(client)
+        customer = services.customer_create(name="Not held back", owner=rep)
+        changes, _ = drain(client, cursor)
+        assert [c["id"] for c in changes] == [customer.pk]
+    finally:
+        other.rollback()
+        other.close()
+
+
+@pytest.mark.postgres
 def test_concurrent_writers_while_a_client_syncs(api, sales_org):
     """Writers create, update and delete in overlapping transactions while a client follows the feed.
 
