@@ -18,8 +18,9 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from clv.summary import summary_apply, summary_apply_product
 from crm.bulk import bulk_insert
-from crm.models import Contact, Customer, Event, Opportunity, Person, Purchase, Tombstone
+from crm.models import Contact, Customer, Event, Opportunity, Person, Product, Purchase, Tombstone
 
 SYNCED_CHILDREN = ("people", "purchases", "holdings", "contacts", "events", "opportunities")
 
@@ -43,11 +44,16 @@ def _apply_changes(instance: models.Model, data: dict[str, Any]) -> list[str]:
 @transaction.atomic
 def record_update(*, instance: models.Model, data: dict[str, Any]) -> tuple[models.Model, bool]:
     """Update fields of any CRM record; saves (and bumps `updated_at`) only when something changed."""
+    customer_before = instance.customer_id if isinstance(instance, Purchase) else None
     changed = _apply_changes(instance, data)
     if not changed:
         return instance, False
     instance.full_clean()
     instance.save(update_fields=[*changed, "updated_at"])
+    if isinstance(instance, Purchase):  # the purchase may have moved to another day or customer
+        summary_apply(customer_ids=[customer_before, instance.customer_id])
+    elif isinstance(instance, Product) and "unit_cost" in changed:
+        summary_apply_product(product_id=instance.pk)
     return instance, True
 
 
@@ -68,7 +74,9 @@ def record_delete(*, instance: models.Model, deleted_by: User | None = None) -> 
         for usage in instance.usage.only("pk", "external_id"):
             tombstones.append(_tombstone(usage, deleted_by))
     Tombstone.objects.bulk_create(tombstones)
-    instance.delete()
+    instance.delete()  # a customer's CLV summary rows go with it (cascade)
+    if isinstance(instance, Purchase):
+        summary_apply(customer_ids=[instance.customer_id])
 
 
 def _tombstone(instance: models.Model, deleted_by: User | None) -> Tombstone:
@@ -150,6 +158,7 @@ def purchase_record(
         external_id=external_id or None,
     )
     _save_new(purchase)
+    summary_apply(customer_ids=[customer.pk])
     # opps: a won opportunity for this product is realised by this purchase.
     from crm.opportunities.services import opportunities_link_won_purchases
 
@@ -157,13 +166,26 @@ def purchase_record(
     return purchase
 
 
+@transaction.atomic
 def purchases_bulk_insert(*, columns: list[str], rows: Iterable[tuple]) -> int:
     """Insert many purchase lines at once (seed, CSV import): the one bulk write path for purchases.
 
     Rows must already be valid (the callers validate each line and name it on error); the
-    database's check constraints still refuse anything that must never be stored.
+    database's check constraints still refuse anything that must never be stored. The CLV
+    summary of the customers written to is recomputed in one set-based pass (at the end of
+    the block when called inside clv.summary.summary_deferred(), as the CSV import does).
     """
-    return bulk_insert(Purchase, columns, rows)
+    customer_column = columns.index("customer_id")
+    touched: set[int] = set()
+
+    def noting_customers(rows: Iterable[tuple]):
+        for row in rows:
+            touched.add(row[customer_column])
+            yield row
+
+    written = bulk_insert(Purchase, columns, noting_customers(rows))
+    summary_apply(customer_ids=touched)
+    return written
 
 
 @transaction.atomic
