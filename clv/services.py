@@ -1,10 +1,11 @@
-"""The CLV run: summarise purchases per customer in SQL, fit once, score all, switch atomically.
+"""The CLV run: read the per-customer summary, fit once, score all, switch atomically.
 
-Phases: summary (one aggregate over purchase lines, per customer and day), fit and score
-(clv.engine), holdout check (fit on the history before a calibration date, compare with
-what happened after), write and aggregate (values and per-owner snapshots, in the same
-transaction that makes the run current). A failure marks the run failed and leaves the
-previous run current. A database lock keeps two runs from overlapping.
+Phases: summary check and summary (the kept per-customer summary of clv.summary, or, when it
+is out of step, one aggregate over purchase lines), fit and score (clv.engine), holdout check
+(fit on the history before a calibration date, compare with what happened after), write and
+aggregate (values and per-owner snapshots, in the same transaction that makes the run
+current). A failure marks the run failed and leaves the previous run current. A database
+lock keeps two runs from overlapping.
 """
 
 from __future__ import annotations
@@ -25,9 +26,16 @@ from django.utils import timezone
 
 from clv import engine
 from clv.engine import holdout as engine_holdout
+from clv.engine.pipeline import ScoreSettings
 from clv.engine.summary import CustomerSummary
 from clv.models import ClvRun, CustomerValue, PortfolioSnapshot
-from crm.bulk import bulk_insert, refresh_statistics
+from clv.summary import (
+    calibration_and_holdout,
+    read_summary,
+    summary_from_columns,
+    summary_source,
+)
+from crm.bulk import copy_arrays, fetch_arrays, refresh_statistics
 
 LOCK_KEY = 424242  # PostgreSQL advisory lock id for "a CLV run is in progress"
 RISK_P_ALIVE = 0.5
@@ -47,7 +55,10 @@ def _day_sql() -> str:
 
 
 def summarise(*, as_of: date, default_margin: float) -> CustomerSummary:
-    """One aggregate over purchase lines up to the end of `as_of`: per customer RFM and margin so far."""
+    """One aggregate over purchase lines up to the end of `as_of`: per customer RFM and margin so far.
+
+    The floor a run is measured against, and its fallback when the kept summary is out of step.
+    """
     cutoff = (as_of - EPOCH).days
     sql = f"""
         WITH days AS (
@@ -58,27 +69,17 @@ def summarise(*, as_of: date, default_margin: float) -> CustomerSummary:
         ), firsts AS (
             SELECT customer_id, MIN(day) AS first_day FROM days WHERE day <= %s GROUP BY customer_id
         )
-        SELECT d.customer_id, COUNT(*) - 1, f.first_day, MAX(d.day), SUM(d.value),
-               SUM(CASE WHEN d.day > f.first_day THEN d.value ELSE 0 END), SUM(d.margin)
+        SELECT d.customer_id, CAST(COUNT(*) - 1 AS double precision), CAST(f.first_day AS double precision),
+               CAST(MAX(d.day) AS double precision), CAST(SUM(d.value) AS double precision),
+               CAST(SUM(CASE WHEN d.day > f.first_day THEN d.value ELSE 0 END) AS double precision),
+               CAST(SUM(d.margin) AS double precision)
         FROM days d JOIN firsts f ON f.customer_id = d.customer_id
         WHERE d.day <= %s
         GROUP BY d.customer_id, f.first_day
         ORDER BY d.customer_id
     """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [1 - default_margin, cutoff, cutoff])
-        rows = cursor.fetchall()
-    data = np.array(rows, dtype=np.float64).reshape(-1, 7)
-    frequency = data[:, 1]
-    repeat_value = data[:, 5]
-    monetary = np.divide(repeat_value, frequency, out=np.zeros_like(repeat_value), where=frequency > 0)
-    epoch = np.datetime64(EPOCH, "D")
-    return CustomerSummary(
-        customer_ids=data[:, 0].astype(np.int64), frequency=frequency, recency=data[:, 3] - data[:, 2],
-        T=cutoff - data[:, 2], monetary=monetary, total_value=data[:, 4], total_margin=data[:, 6],
-        first_purchase=epoch + data[:, 2].astype("timedelta64[D]"),
-        last_purchase=epoch + data[:, 3].astype("timedelta64[D]"), time_unit="days",
-    )
+    columns = fetch_arrays(sql, [1 - default_margin, cutoff, cutoff], ["int8"] + ["float8"] * 6)
+    return summary_from_columns(*columns, cutoff=cutoff)
 
 
 def holdout_counts(*, after: date, until: date) -> dict[int, int]:
@@ -140,74 +141,104 @@ def run_clv(
         try:
             _execute(run, run_settings, say)
         except Exception as exc:
-            ClvRun.objects.filter(pk=run.pk).update(
-                status=ClvRun.Status.FAILED, finished_at=timezone.now(), error=f"{type(exc).__name__}: {exc}"
-            )
+            run_fail(run_id=run.pk, error=f"{type(exc).__name__}: {exc}")
             raise
     run.refresh_from_db()
     return run
 
 
-def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
+class _Clock:
+    """Seconds per phase, in the order the phases ran."""
 
-    def phase(name: str) -> None:
-        nonlocal clock
+    def __init__(self, say: Progress, timings: dict | None = None):
+        self.say = say
+        self.timings: dict[str, float] = dict(timings or {})
+        self.last = time.perf_counter()
+
+    def phase(self, name: str) -> None:
         now = time.perf_counter()
-        timings[f"{name}_seconds"] = round(now - clock, 4)
-        clock = now
-        say(name)
+        self.timings[f"{name}_seconds"] = round(now - self.last, 4)
+        self.last = now
+        self.say(name)
 
-    summary = summarise(as_of=run.as_of, default_margin=run_settings["default_margin"])
-    phase("summary")
+
+def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
+    clock = _Clock(say)
+    source = summary_source(as_of=run.as_of)
+    clock.phase("summary_check")
+    summary = _read(source.name, run.as_of, run_settings["default_margin"])
+    clock.phase("summary")
     total_value = float(summary.total_value.sum())
     margin_ratio = float(summary.total_margin.sum()) / total_value if total_value > 0 else run_settings["default_margin"]
     margin_ratio = min(max(margin_ratio, 0.0), 1.0)
     counts = {"customers": int(summary.customer_ids.size), "repeat_buyers": int((summary.frequency > 0).sum())}
     if summary.customer_ids.size == 0:
         raise ValueError("no purchases up to the as-of date: nothing to fit")
-    result = engine.fit_and_score(
-        summary.frequency, summary.recency, summary.T, summary.monetary,
-        total_value=summary.total_value, historical_margin=summary.total_margin,
+    score_settings = ScoreSettings(
         horizon_months=run_settings["horizon_months"], annual_discount_rate=run_settings["annual_discount_rate"],
-        margin=margin_ratio, model=run_settings["model"],
+        margin=margin_ratio, time_unit=run_settings["time_unit"],
     )
-    phase("fit_score")
-    diagnostics = dict(result.diagnostics)
+    fit_started = time.perf_counter()
+    params, fit_diagnostics = engine.fit(
+        summary.frequency, summary.recency, summary.T, summary.monetary, model=run_settings["model"],
+        settings=score_settings,
+    )
+    detail = {"fit_seconds": round(time.perf_counter() - fit_started, 4)}
+    score_started = time.perf_counter()
+    scores = _score(params, summary)
+    detail["score_seconds"] = round(time.perf_counter() - score_started, 4)
+    clock.phase("fit_score")
+    diagnostics = dict(fit_diagnostics)
     diagnostics["margin_ratio"] = margin_ratio
-    diagnostics["holdout"] = _holdout(run.as_of, run_settings)
-    phase("holdout")
-    scores = result.scores
+    diagnostics["summary_source"] = {"source": source.name, "reason": source.reason}
+    diagnostics["holdout"] = _holdout(run.as_of, run_settings, source.name)
+    clock.phase("holdout")
+    diagnostics["phase_detail"] = detail
 
     with transaction.atomic():
         _write_values(run, summary, scores)
-        phase("write")
+        clock.phase("write")
         _write_snapshots(run)
-        phase("aggregate")
+        clock.phase("aggregate")
         ClvRun.objects.filter(is_current=True).update(is_current=False)
         ClvRun.objects.filter(pk=run.pk).update(
-            status=ClvRun.Status.SUCCEEDED, is_current=True, finished_at=timezone.now(), params=result.params,
-            diagnostics=_jsonable(diagnostics), counts=counts, timings=timings,
+            status=ClvRun.Status.SUCCEEDED, is_current=True, finished_at=timezone.now(), params=params,
+            diagnostics=_jsonable(diagnostics), counts=counts, timings=clock.timings,
         )
-        phase("switch")
-    ClvRun.objects.filter(pk=run.pk).update(timings=timings)
+        clock.phase("switch")
+    ClvRun.objects.filter(pk=run.pk).update(timings=clock.timings)
     refresh_statistics(CustomerValue)
 
 
-def _holdout(as_of: date, run_settings: dict) -> dict:
-    """Fit on history before as_of - holdout_days, predict the holdout period, compare with actual occasions."""
+def _read(source: str, as_of: date, default_margin: float) -> CustomerSummary:
+    if source == "lines":
+        return summarise(as_of=as_of, default_margin=default_margin)
+    return read_summary(source=source, as_of=as_of, default_margin=default_margin)
+
+
+def _score(params: dict, summary: CustomerSummary) -> dict[str, np.ndarray]:
+    return engine.score(
+        params, summary.frequency, summary.recency, summary.T, summary.monetary,
+        total_value=summary.total_value, historical_margin=summary.total_margin,
+    )
+
+
+def _holdout(as_of: date, run_settings: dict, source: str = "lines") -> dict:
+    """Fit on history before as_of - holdout_days, predict the holdout period, compare with actual occasions.
+
+    From the kept per-day rows in one pass when they are in step; else two passes over the lines.
+    """
     days = run_settings["holdout_days"]
     calibration_end = as_of - timedelta(days=days)
-    cal = summarise(as_of=calibration_end, default_margin=run_settings["default_margin"])
+    if source == "lines":
+        cal = summarise(as_of=calibration_end, default_margin=run_settings["default_margin"])
+        actual = holdout_counts(after=calibration_end, until=as_of)
+        holdout = np.array([actual.get(int(c), 0) for c in cal.customer_ids], dtype=np.float64)
+    else:
+        cal, holdout = calibration_and_holdout(as_of=as_of, calibration_end=calibration_end)
     if int((cal.frequency > 0).sum()) < 20:
         return {"skipped": "fewer than 20 repeat buyers before the calibration date"}
-    actual = holdout_counts(after=calibration_end, until=as_of)
-    split = engine_holdout.CalibrationHoldout(
-        calibration=cal,
-        holdout_frequency=np.array([actual.get(int(c), 0) for c in cal.customer_ids], dtype=np.float64),
-        duration=float(days),
-    )
+    split = engine_holdout.CalibrationHoldout(calibration=cal, holdout_frequency=holdout, duration=float(days))
     report = engine_holdout.holdout_check(split, model=run_settings["model"])
     report["calibration_end"] = calibration_end.isoformat()
     return report
@@ -217,22 +248,30 @@ def _write_values(run: ClvRun, summary: CustomerSummary, scores: dict[str, np.nd
     def money(a: np.ndarray) -> np.ndarray:
         return np.round(np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0), 2)
 
-    clv, expected_value = money(scores["clv"]), money(scores["expected_value"])
-    historical, classic = money(scores["historical_value"]), money(scores["classic_clv"])
-    p_alive = np.clip(np.nan_to_num(scores["p_alive"]), 0.0, 1.0)
-    expected = np.nan_to_num(scores["expected_purchases"])
-    rows = (
-        (run.pk, int(summary.customer_ids[i]), f"{clv[i]:.2f}", float(p_alive[i]), float(expected[i]),
-         f"{expected_value[i]:.2f}", f"{historical[i]:.2f}", f"{classic[i]:.2f}", int(summary.frequency[i]),
-         float(summary.recency[i]), float(summary.T[i]))
-        for i in range(summary.customer_ids.size)
-    )
-    return bulk_insert(
-        CustomerValue,
-        ["run_id", "customer_id", "clv", "p_alive", "expected_purchases", "expected_avg_value", "historical_value",
-         "classic_value", "frequency", "recency", "T"],
-        rows,
-    )
+    n = summary.customer_ids.size
+    return copy_arrays(CustomerValue, {
+        "run_id": ("int8", np.full(n, run.pk, dtype=np.int64)),
+        "customer_id": ("int8", summary.customer_ids),
+        "clv": ("money", money(scores["clv"])),
+        "p_alive": ("float8", np.clip(np.nan_to_num(scores["p_alive"]), 0.0, 1.0)),
+        "expected_purchases": ("float8", np.nan_to_num(scores["expected_purchases"])),
+        "expected_avg_value": ("money", money(scores["expected_value"])),
+        "historical_value": ("money", money(scores["historical_value"])),
+        "classic_value": ("money", money(scores["classic_clv"])),
+        "frequency": ("int4", summary.frequency.astype(np.int32)),
+        "recency": ("float8", summary.recency),
+        "T": ("float8", summary.T),
+    })
+
+
+def run_fail(*, run_id: int, error: str) -> None:
+    """Mark a running run failed and drop any values it wrote; the current run stays current."""
+    with transaction.atomic():
+        failed = ClvRun.objects.filter(pk=run_id, status=ClvRun.Status.RUNNING).update(
+            status=ClvRun.Status.FAILED, finished_at=timezone.now(), error=error[:10_000]
+        )
+        if failed:
+            CustomerValue.objects.filter(run_id=run_id).delete()
 
 
 def _write_snapshots(run: ClvRun) -> None:
