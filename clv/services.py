@@ -6,11 +6,17 @@ is out of step, one aggregate over purchase lines), fit and score (clv.engine), 
 aggregate (values and per-owner snapshots, in the same transaction that makes the run
 current). A failure marks the run failed and leaves the previous run current. A database
 lock keeps two runs from overlapping.
+
+With CLV_SHARDS > 1 scoring and writing are split into customer shards run by Celery
+workers (score_shard); the model is fitted once, and the last step (finish_sharded_run)
+writes the snapshots and switches the run current in one transaction. A failed shard fails
+the run and the previous run stays current.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
@@ -31,6 +37,7 @@ from clv.engine.summary import CustomerSummary
 from clv.models import ClvRun, CustomerValue, PortfolioSnapshot
 from clv.summary import (
     calibration_and_holdout,
+    customer_range,
     read_summary,
     summary_from_columns,
     summary_source,
@@ -54,17 +61,20 @@ def _day_sql() -> str:
     return "CAST(julianday(date(p.purchased_at)) - 2440587.5 AS INTEGER)"
 
 
-def summarise(*, as_of: date, default_margin: float) -> CustomerSummary:
+def summarise(*, as_of: date, default_margin: float, first_id: int = 0, end_id: int | None = None) -> CustomerSummary:
     """One aggregate over purchase lines up to the end of `as_of`: per customer RFM and margin so far.
 
     The floor a run is measured against, and its fallback when the kept summary is out of step.
+    first_id / end_id restrict it to customers with first_id <= id < end_id (a scoring shard).
     """
     cutoff = (as_of - EPOCH).days
+    ids_filter, ids_params = customer_range("p.customer_id", first_id, end_id)
     sql = f"""
         WITH days AS (
             SELECT p.customer_id, {_day_sql()} AS day, SUM(p.amount) AS value,
                    SUM(p.amount - p.quantity * COALESCE(p.unit_cost, pr.unit_cost, p.unit_price * %s)) AS margin
             FROM crm_purchase p LEFT JOIN crm_product pr ON pr.id = p.product_id
+            WHERE {ids_filter}
             GROUP BY p.customer_id, {_day_sql()}
         ), firsts AS (
             SELECT customer_id, MIN(day) AS first_day FROM days WHERE day <= %s GROUP BY customer_id
@@ -78,7 +88,7 @@ def summarise(*, as_of: date, default_margin: float) -> CustomerSummary:
         GROUP BY d.customer_id, f.first_day
         ORDER BY d.customer_id
     """
-    columns = fetch_arrays(sql, [1 - default_margin, cutoff, cutoff], ["int8"] + ["float8"] * 6)
+    columns = fetch_arrays(sql, [1 - default_margin, *ids_params, cutoff, cutoff], ["int8"] + ["float8"] * 6)
     return summary_from_columns(*columns, cutoff=cutoff)
 
 
@@ -122,9 +132,14 @@ def run_clv(
     horizon_months: int | None = None,
     discount_rate: float | None = None,
     margin: float | None = None,
+    shards: int | None = None,
     progress: Progress | None = None,
 ) -> ClvRun:
-    """Run the CLV models over every customer and make the result current; returns the run."""
+    """Run the CLV models over every customer and make the result current; returns the run.
+
+    With shards > 1 (default CLV_SHARDS) scoring and writing go to Celery workers: the run is
+    returned still running unless tasks run in-process (no broker), where it has finished.
+    """
     say = progress or (lambda phase: None)
     as_of = as_of or timezone.localdate()
     run_settings = {
@@ -134,8 +149,10 @@ def run_clv(
         "holdout_days": settings.CLV_HOLDOUT_DAYS,
         "model": settings.CLV_MODEL,
         "time_unit": "days",
+        "shards": max(1, settings.CLV_SHARDS if shards is None else int(shards)),
     }
     with run_lock():
+        _refuse_while_shards_score()
         run = ClvRun.objects.create(as_of=as_of, started_at=timezone.now(), settings=run_settings,
                                     model=run_settings["model"])
         try:
@@ -145,6 +162,17 @@ def run_clv(
             raise
     run.refresh_from_db()
     return run
+
+
+def _refuse_while_shards_score() -> None:
+    """A sharded run outlives the lock (its shards run on workers): it blocks new runs until done or timed out."""
+    now = timezone.now()
+    running = ClvRun.objects.filter(status=ClvRun.Status.RUNNING, settings__shards__gt=1)
+    cutoff = now - timedelta(minutes=settings.CLV_RUN_TIMEOUT_MINUTES)
+    for stale in running.filter(started_at__lt=cutoff).values_list("pk", flat=True):
+        run_fail(run_id=stale, error=f"abandoned: its shards did not finish within {settings.CLV_RUN_TIMEOUT_MINUTES} min")
+    if running.filter(started_at__gte=cutoff).exists():
+        raise ClvRunAlreadyRunning("another CLV run is in progress (its shards are still scoring)")
 
 
 class _Clock:
@@ -184,9 +212,12 @@ def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
         settings=score_settings,
     )
     detail = {"fit_seconds": round(time.perf_counter() - fit_started, 4)}
-    score_started = time.perf_counter()
-    scores = _score(params, summary)
-    detail["score_seconds"] = round(time.perf_counter() - score_started, 4)
+    sharded = _shards_possible(run_settings)
+    scores = None
+    if not sharded:
+        score_started = time.perf_counter()
+        scores = _score(params, summary)
+        detail["score_seconds"] = round(time.perf_counter() - score_started, 4)
     clock.phase("fit_score")
     diagnostics = dict(fit_diagnostics)
     diagnostics["margin_ratio"] = margin_ratio
@@ -195,6 +226,16 @@ def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
     clock.phase("holdout")
     diagnostics["phase_detail"] = detail
 
+    if sharded:
+        ranges = shard_ranges(summary.customer_ids, run_settings["shards"])
+        diagnostics["shards"] = {"ranges": ranges}
+        ClvRun.objects.filter(pk=run.pk).update(
+            params=params, diagnostics=_jsonable(diagnostics), counts=counts, timings=clock.timings
+        )
+        _dispatch_shards(run, ranges)
+        return
+    if run_settings["shards"] > 1:
+        diagnostics["shards"] = {"ranges": [], "note": "no Celery result backend: scored in-process"}
     with transaction.atomic():
         _write_values(run, summary, scores)
         clock.phase("write")
@@ -210,10 +251,10 @@ def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
     refresh_statistics(CustomerValue)
 
 
-def _read(source: str, as_of: date, default_margin: float) -> CustomerSummary:
+def _read(source: str, as_of: date, default_margin: float, first_id: int = 0, end_id: int | None = None):
     if source == "lines":
-        return summarise(as_of=as_of, default_margin=default_margin)
-    return read_summary(source=source, as_of=as_of, default_margin=default_margin)
+        return summarise(as_of=as_of, default_margin=default_margin, first_id=first_id, end_id=end_id)
+    return read_summary(source=source, as_of=as_of, default_margin=default_margin, first_id=first_id, end_id=end_id)
 
 
 def _score(params: dict, summary: CustomerSummary) -> dict[str, np.ndarray]:
@@ -264,8 +305,126 @@ def _write_values(run: ClvRun, summary: CustomerSummary, scores: dict[str, np.nd
     })
 
 
+# ---------------------------------------------------------------------------------------------
+# Sharded scoring: the run above fits once and hands customer id ranges to Celery workers.
+
+
+def shard_ranges(customer_ids: np.ndarray, shards: int) -> list[list[int | None]]:
+    """Split customers into `shards` id ranges [first_id, end_id) of about equal size.
+
+    The first range starts at 0 and the last has no end, so a customer who appears while the
+    shards run is scored too.
+    """
+    n = int(customer_ids.size)
+    cuts = sorted({int(customer_ids[(i * n) // shards]) for i in range(1, shards) if 0 < (i * n) // shards < n})
+    bounds = [0, *[c for c in cuts if c > 0]]
+    return [[lo, bounds[i + 1] if i + 1 < len(bounds) else None] for i, lo in enumerate(bounds)]
+
+
+def _shards_possible(run_settings: dict) -> bool:
+    """Sharding needs a result backend (the chord counts finished shards) unless tasks run in-process."""
+    if run_settings["shards"] <= 1:
+        return False
+    from config.celery import app
+
+    return bool(app.conf.task_always_eager or app.conf.result_backend)
+
+
+def _dispatch_shards(run: ClvRun, ranges: list[list[int | None]]) -> None:
+    """One score_shard task per range, then finish_sharded_run; any failure calls fail_sharded_run."""
+    from celery import chord
+    from celery.exceptions import CPendingDeprecationWarning
+
+    from clv import tasks
+
+    header = [tasks.score_shard_task.si(run_id=run.pk, shard=i, first_id=lo, end_id=hi)
+              for i, (lo, hi) in enumerate(ranges)]
+    body = tasks.finish_sharded_run_task.s(run_id=run.pk)
+    work = chord(header, body)
+    with warnings.catch_warnings():
+        # The error callback on the chord's body hears of any failed shard, which is what we need;
+        # Celery's planned change (linking it to every shard as well) is announced with this warning.
+        warnings.simplefilter("ignore", CPendingDeprecationWarning)
+        work.on_error(tasks.fail_sharded_run_task.s(run_id=run.pk))
+    work.apply_async()
+
+
+def score_shard(*, run_id: int, shard: int, first_id: int, end_id: int | None) -> dict:
+    """Score one customer range of a running run with its fitted parameters and write its values.
+
+    Safe to run twice (a redelivered task): the range's rows of this run are replaced.
+    """
+    started = time.perf_counter()
+    run = ClvRun.objects.get(pk=run_id)
+    if run.status != ClvRun.Status.RUNNING:
+        return {"shard": shard, "skipped": f"run {run_id} is {run.status}"}
+    source = run.diagnostics["summary_source"]["source"]
+    summary = _read(source, run.as_of, run.settings["default_margin"], first_id=first_id, end_id=end_id)
+    read_seconds = time.perf_counter() - started
+    scores = _score(run.params, summary)
+    score_seconds = time.perf_counter() - started - read_seconds
+    with transaction.atomic():
+        if not _still_running(run_id):  # failed meanwhile (another shard): write nothing
+            return {"shard": shard, "skipped": f"run {run_id} stopped while this shard scored"}
+        mine = CustomerValue.objects.filter(run_id=run_id, customer_id__gte=first_id)
+        if end_id is not None:
+            mine = mine.filter(customer_id__lt=end_id)
+        mine.delete()
+        written = _write_values(run, summary, scores)
+    return {
+        "shard": shard, "first_id": first_id, "end_id": end_id, "customers": written,
+        "read_seconds": round(read_seconds, 4), "score_seconds": round(score_seconds, 4),
+        "write_seconds": round(time.perf_counter() - started - read_seconds - score_seconds, 4),
+    }
+
+
+def _still_running(run_id: int) -> bool:
+    """Is the run still running? Holds a share lock on it until commit, so run_fail (which deletes the
+    values of a failed run) waits for this shard's write and then deletes it too."""
+    if connection.vendor != "postgresql":
+        return ClvRun.objects.filter(pk=run_id, status=ClvRun.Status.RUNNING).exists()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status FROM clv_clvrun WHERE id = %s FOR SHARE", [run_id])
+        row = cursor.fetchone()
+    return row is not None and row[0] == ClvRun.Status.RUNNING
+
+
+def finish_sharded_run(*, run_id: int, shard_results: list[dict]) -> bool:
+    """Every shard has written: write the snapshots and make the run current, in one transaction.
+
+    Returns True when this call switched the run current (False: it was no longer running).
+    """
+    with transaction.atomic():
+        run = ClvRun.objects.select_for_update().get(pk=run_id)
+        if run.status != ClvRun.Status.RUNNING:
+            return False
+        clock = _Clock(lambda phase: None, run.timings)
+        ranges = run.diagnostics.get("shards", {}).get("ranges", [])
+        done = [r for r in shard_results if "customers" in r]
+        written = CustomerValue.objects.filter(run_id=run_id).count()
+        if len(done) != len(ranges) or written != sum(r["customers"] for r in done):
+            raise RuntimeError(f"{len(done)} of {len(ranges)} shards wrote {written:,} values: not switching")
+        clock.timings["shards_seconds"] = round((timezone.now() - run.started_at).total_seconds()
+                                                - sum(clock.timings.values()), 4)
+        clock.last = time.perf_counter()
+        _write_snapshots(run)
+        clock.phase("aggregate")
+        diagnostics = dict(run.diagnostics)
+        diagnostics["shards"] = {"ranges": ranges, "results": sorted(done, key=lambda r: r["shard"])}
+        counts = dict(run.counts, customers=written)
+        ClvRun.objects.filter(is_current=True).update(is_current=False)
+        ClvRun.objects.filter(pk=run_id).update(
+            status=ClvRun.Status.SUCCEEDED, is_current=True, finished_at=timezone.now(),
+            diagnostics=_jsonable(diagnostics), counts=counts, timings=clock.timings,
+        )
+        clock.phase("switch")
+    ClvRun.objects.filter(pk=run_id).update(timings=clock.timings)
+    refresh_statistics(CustomerValue)
+    return True
+
+
 def run_fail(*, run_id: int, error: str) -> None:
-    """Mark a running run failed and drop any values it wrote; the current run stays current."""
+    """Mark a running run failed and drop any values its shards wrote; the current run stays current."""
     with transaction.atomic():
         failed = ClvRun.objects.filter(pk=run_id, status=ClvRun.Status.RUNNING).update(
             status=ClvRun.Status.FAILED, finished_at=timezone.now(), error=error[:10_000]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
-from clv import engine, services
+from clv import engine, services, tasks
 from clv.models import ClvRun, CustomerValue, PortfolioSnapshot, PurchaseSummary
 from clv.selectors import current_run, current_values, customer_value_history
 from crm import services as crm
@@ -196,3 +197,70 @@ def test_runs_from_the_kept_summary_per_day_rows_and_lines_store_identical_value
     assert holdouts[0] == holdouts[1] == holdouts[2]
     assert kept.diagnostics["holdout"]["n_customers"] > 100
     assert kept.timings["summary_seconds"] < lines.timings["summary_seconds"]
+
+
+def test_a_sharded_run_stores_the_same_values_as_one_process(small_book):
+    whole = services.run_clv(as_of=AS_OF)
+    sharded = services.run_clv(as_of=AS_OF, shards=3)  # tasks run in-process in tests: the same chord, eagerly
+    assert sharded.status == ClvRun.Status.SUCCEEDED
+    assert current_run() == sharded
+    assert stored_values(sharded) == stored_values(whole)
+    assert sharded.params == whole.params
+    results = sharded.diagnostics["shards"]["results"]
+    assert [r["shard"] for r in results] == [0, 1, 2]
+    assert sum(r["customers"] for r in results) == sharded.counts["customers"] == whole.counts["customers"]
+    assert min(r["customers"] for r in results) > 0
+    totals = [sum(s.total_clv for s in PortfolioSnapshot.objects.filter(run=r)) for r in (whole, sharded)]
+    assert totals[0] == totals[1]
+    assert {"summary_seconds", "fit_score_seconds", "shards_seconds", "switch_seconds"} <= set(sharded.timings)
+
+
+def test_a_failed_shard_fails_the_run_and_keeps_the_previous_one(small_book, monkeypatch):
+    good = services.run_clv(as_of=AS_OF)
+    real_score_shard = tasks.score_shard
+
+    def second_shard_dies(**kwargs):
+        if kwargs["shard"] == 1:
+            raise RuntimeError("worker lost its disk")
+        return real_score_shard(**kwargs)
+
+    monkeypatch.setattr(tasks, "score_shard", second_shard_dies)
+    with pytest.raises(RuntimeError, match="lost its disk"):
+        services.run_clv(as_of=AS_OF, shards=3)
+    failed = ClvRun.objects.exclude(pk=good.pk).get()
+    assert failed.status == ClvRun.Status.FAILED
+    assert "lost its disk" in failed.error
+    assert current_run() == good
+    assert not CustomerValue.objects.filter(run=failed).exists()  # shard 0 had written: dropped
+
+
+def test_a_sharded_run_still_scoring_blocks_new_runs_until_it_times_out(small_book, settings):
+    scoring = ClvRun.objects.create(as_of=AS_OF, started_at=timezone.now(), settings={"shards": 2})
+    with pytest.raises(services.ClvRunAlreadyRunning, match="shards"):
+        services.run_clv(as_of=AS_OF)
+    ClvRun.objects.filter(pk=scoring.pk).update(
+        started_at=timezone.now() - timedelta(minutes=settings.CLV_RUN_TIMEOUT_MINUTES + 1)
+    )
+    assert services.run_clv(as_of=AS_OF).status == ClvRun.Status.SUCCEEDED
+    scoring.refresh_from_db()
+    assert scoring.status == ClvRun.Status.FAILED
+    assert "abandoned" in scoring.error
+
+
+def test_shard_ranges_cover_every_customer_once():
+    ids = np.array([3, 4, 9, 10, 11, 40, 41, 90])
+    ranges = services.shard_ranges(ids, 3)
+    assert ranges[0][0] == 0
+    assert ranges[-1][1] is None
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert [int(((ids >= lo) & ((ids < hi) if hi is not None else True)).sum()) for lo, hi in ranges] == [2, 3, 3]
+    assert services.shard_ranges(np.array([5]), 4) == [[0, None]]
+
+
+def test_recompute_clv_with_shards(small_book):
+    out = StringIO()
+    call_command("recompute_clv", as_of=AS_OF, json=True, shards=2, stdout=out, verbosity=0)
+    payload = json.loads(out.getvalue())
+    assert payload["status"] == "succeeded"
+    assert payload["settings"]["shards"] == 2
+    assert [r["shard"] for r in payload["diagnostics"]["shards"]["results"]] == [0, 1]
