@@ -1,8 +1,12 @@
-"""The nightly CLV runs and what they stored: per-customer values and per-owner portfolio snapshots.
+"""The nightly CLV runs and what they stored, and the purchase summary the runs read.
 
 A run writes its values inside one transaction that also makes it the current run, so
 readers see either yesterday's complete set or today's, never a half-written one. Runs and
 their values are kept as history for trends.
+
+PurchaseDay and PurchaseSummary are the per-customer purchase summary kept current by
+clv.summary on every purchase write, so a run reads one row per customer instead of
+aggregating every purchase line.
 """
 
 from django.conf import settings
@@ -52,8 +56,13 @@ class ClvRun(models.Model):
 
 
 class CustomerValue(models.Model):
-    run = models.ForeignKey(ClvRun, on_delete=models.CASCADE, related_name="values")
-    customer = models.ForeignKey("crm.Customer", on_delete=models.CASCADE, related_name="clv_values")
+    # Written a million rows at a time by the run: the foreign keys are kept by Django
+    # (deleting a customer or a run deletes its values) and not by per-row database
+    # triggers, which cost as much as the write itself; the indexes below cover both keys.
+    run = models.ForeignKey(ClvRun, on_delete=models.CASCADE, related_name="values", db_index=False,
+                            db_constraint=False)
+    customer = models.ForeignKey("crm.Customer", on_delete=models.CASCADE, related_name="clv_values",
+                                 db_index=False, db_constraint=False)
     clv = models.DecimalField("CLV", max_digits=16, decimal_places=2, help_text="Discounted margin over the horizon.")
     p_alive = models.FloatField(help_text="Probability the customer is still active.")
     expected_purchases = models.FloatField(help_text="Expected purchase occasions over the horizon.")
@@ -97,3 +106,58 @@ class PortfolioSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.run_id} owner {self.owner_id}: {self.total_clv}"
+
+
+class PurchaseDay(models.Model):
+    """One customer's purchase lines on one calendar day (in TIME_ZONE): one purchase occasion.
+
+    Margin is kept in parts so that a run can apply CLV_DEFAULT_MARGIN as it is that night:
+    margin = amount - cost - uncosted_price x (1 - default margin).
+    """
+
+    pk = models.CompositePrimaryKey("customer_id", "day")
+    customer = models.ForeignKey(
+        "crm.Customer", on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
+    day = models.DateField()
+    lines = models.IntegerField()
+    amount = models.DecimalField(max_digits=20, decimal_places=2)
+    cost = models.DecimalField(
+        max_digits=30, decimal_places=5, help_text="Quantity x unit cost of the lines whose cost is known."
+    )
+    uncosted_price = models.DecimalField(
+        max_digits=30, decimal_places=5, help_text="Quantity x unit price of the lines with no known cost."
+    )
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(lines__gt=0), name="purchaseday_lines_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.day}: {self.lines} lines, {self.amount}"
+
+
+class PurchaseSummary(models.Model):
+    """One customer's purchase history in one row: what a CLV run needs, kept current on every write."""
+
+    customer = models.OneToOneField(
+        "crm.Customer", on_delete=models.CASCADE, primary_key=True, related_name="+", db_constraint=False
+    )
+    first_day = models.DateField()
+    last_day = models.DateField()
+    days = models.IntegerField(help_text="Purchase occasions (distinct days); frequency is days - 1.")
+    lines = models.IntegerField()
+    total_value = models.DecimalField(max_digits=20, decimal_places=2)
+    repeat_value = models.DecimalField(
+        max_digits=20, decimal_places=2, help_text="Value bought on the days after the first."
+    )
+    cost = models.DecimalField(max_digits=30, decimal_places=5)
+    uncosted_price = models.DecimalField(max_digits=30, decimal_places=5)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(days__gt=0, lines__gte=models.F("days")), name="purchasesummary_counts"),
+            models.CheckConstraint(condition=Q(last_day__gte=models.F("first_day")), name="purchasesummary_days_ordered"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {self.days} days from {self.first_day} to {self.last_day}"

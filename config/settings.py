@@ -212,3 +212,7 @@ CLV_ANNUAL_DISCOUNT_RATE = env.float("CLV_ANNUAL_DISCOUNT_RATE", default=0.10)
 CLV_DEFAULT_MARGIN = env.float("CLV_DEFAULT_MARGIN", default=0.30)
 CLV_HOLDOUT_DAYS = env.int("CLV_HOLDOUT_DAYS", default=180)
 CLV_MODEL = env.str("CLV_MODEL", default="bgnbd")
+# Scoring and writing split into this many customer shards run by Celery workers (1: in the run's process).
+CLV_SHARDS = env.int("CLV_SHARDS", default=1)
+# A sharded run whose shards have not finished after this long is marked failed by the next run.
+CLV_RUN_TIMEOUT_MINUTES = env.int("CLV_RUN_TIMEOUT_MINUTES", default=120)

@@ -1,7 +1,9 @@
 """Admin for customers, products, the four facets and opportunities."""
 
 from django.contrib import admin
+from django.db import transaction
 
+from clv.summary import summary_apply, summary_apply_product
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Tombstone, Usage
 from crm.services import record_delete
 
@@ -95,6 +97,11 @@ class ProductAdmin(SyncedAdmin):
     list_filter = ("family", "tier", "is_active")
     search_fields = ("sku", "name", "family", "external_id")
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "unit_cost" in form.changed_data:  # margins of lines that take the product's cost
+            summary_apply_product(product_id=obj.pk)
+
 
 @admin.register(Purchase)
 class PurchaseAdmin(SyncedAdmin):
@@ -105,6 +112,22 @@ class PurchaseAdmin(SyncedAdmin):
     list_select_related = ("customer", "product")
     date_hierarchy = "purchased_at"
     show_full_result_count = False
+
+    # Edits here bypass crm.services, so they keep the CLV purchase summary current themselves.
+    def save_model(self, request, obj, form, change):
+        before = Purchase.objects.filter(pk=obj.pk).values_list("customer_id", flat=True).first() if change else None
+        super().save_model(request, obj, form, change)
+        summary_apply(customer_ids=[before, obj.customer_id])
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        summary_apply(customer_ids=[obj.customer_id])
+
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        customer_ids = set(queryset.values_list("customer_id", flat=True))
+        super().delete_queryset(request, queryset)
+        summary_apply(customer_ids=customer_ids)
 
 
 class UsageInline(admin.TabularInline):

@@ -1,20 +1,28 @@
-"""Fast bulk inserts: COPY on PostgreSQL, batched bulk_create elsewhere.
+"""Fast bulk inserts and reads: COPY on PostgreSQL, batched bulk_create and fetchall elsewhere.
 
 Used by the demo generator, the CSV import and other bulk paths. Rows are tuples in the
 order of `columns` (database column names of the model's concrete fields); values are
 written as given, so callers fill `created_at` / `updated_at` themselves.
+
+For columns of numbers (the CLV run reads a million summary rows and writes a million
+values) `copy_arrays` and `fetch_arrays` move numpy arrays through binary COPY, with no
+Python object per value.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 
+import numpy as np
 from django.db import connection, models
 
 COPY_CHUNK_ROWS = 50_000
 BULK_CREATE_BATCH = 2_000
+BINARY_COPY_CHUNK_ROWS = 250_000
 
 
 def bulk_insert(model: type[models.Model], columns: Sequence[str], rows: Iterable[Sequence]) -> int:
@@ -65,3 +73,109 @@ def refresh_statistics(*models_: type[models.Model]) -> None:
     with connection.cursor() as cursor:
         for model in models_:
             cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+
+
+# PostgreSQL's binary COPY framing: signature, flags, header extension length; -1 field count ends it.
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_COPY_HEADER = _COPY_SIGNATURE + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+# numeric with two decimals as four base-10000 integer groups and one fraction group (weight 3):
+# up to 10**16 - 0.01, more than any money column here holds; the server strips the leading zeros.
+_NUMERIC2 = np.dtype([("ndigits", ">i2"), ("weight", ">i2"), ("sign", ">u2"), ("dscale", ">i2"), ("digits", ">i2", (5,))])
+_NUMERIC_NEG = 0x4000
+_FIELD_TYPES = {"int8": np.dtype(">i8"), "int4": np.dtype(">i4"), "float8": np.dtype(">f8"), "money": _NUMERIC2}
+
+
+def copy_arrays(model: type[models.Model], columns: Mapping[str, tuple[str, np.ndarray]]) -> int:
+    """Insert one row per array element: `columns` maps column name -> (kind, array), all arrays of one length.
+
+    Kinds: "int8", "int4", "float8" and "money" (a numeric with two decimals, given as floats
+    already rounded to cents). No NULLs. PostgreSQL: binary COPY built with numpy; elsewhere
+    bulk_insert. Returns the number of rows written.
+    """
+    names = list(columns)
+    kinds = [columns[name][0] for name in names]
+    arrays = [np.asarray(columns[name][1]) for name in names]
+    n = int(arrays[0].size) if arrays else 0
+    if any(a.shape != (n,) for a in arrays):
+        raise ValueError("copy_arrays: every column needs a one-dimensional array of the same length")
+    if n == 0:
+        return 0
+    if connection.vendor != "postgresql":
+        as_python = [_python_values(kind, a) for kind, a in zip(kinds, arrays, strict=True)]
+        return bulk_insert(model, names, zip(*as_python, strict=True))
+    row_type = np.dtype(
+        [("fields", ">i2")]
+        + [item for i, kind in enumerate(kinds) for item in ((f"len{i}", ">i4"), (f"val{i}", _FIELD_TYPES[kind]))]
+    )
+    sql = (f"COPY {model._meta.db_table} ({', '.join(connection.ops.quote_name(c) for c in names)}) "
+           "FROM STDIN WITH (FORMAT binary)")
+    with connection.cursor() as cursor:
+        for start in range(0, n, BINARY_COPY_CHUNK_ROWS):
+            stop = min(start + BINARY_COPY_CHUNK_ROWS, n)
+            rows = np.zeros(stop - start, dtype=row_type)
+            rows["fields"] = len(names)
+            for i, (kind, values) in enumerate(zip(kinds, arrays, strict=True)):
+                rows[f"len{i}"] = _FIELD_TYPES[kind].itemsize
+                if kind == "money":
+                    _encode_money(rows[f"val{i}"], values[start:stop])
+                else:
+                    rows[f"val{i}"] = values[start:stop]
+            cursor.cursor.copy_expert(sql, io.BytesIO(_COPY_HEADER + rows.tobytes() + _COPY_TRAILER))
+    return n
+
+
+def _encode_money(out: np.ndarray, values: np.ndarray) -> None:
+    cents = np.rint(np.asarray(values, dtype=np.float64) * 100).astype(np.int64)
+    whole, fraction = np.divmod(np.abs(cents), 100)
+    if whole.size and int(whole.max()) >= 10**16:
+        raise ValueError("copy_arrays: a money value is too large for numeric(…, 2)")
+    out["ndigits"] = 5
+    out["weight"] = 3
+    out["sign"] = np.where(cents < 0, _NUMERIC_NEG, 0)
+    out["dscale"] = 2
+    out["digits"] = np.stack(
+        [whole // 10**12, (whole // 10**8) % 10**4, (whole // 10**4) % 10**4, whole % 10**4, fraction * 100], axis=1
+    )
+
+
+def _python_values(kind: str, values: np.ndarray) -> list:
+    if kind == "money":
+        return [Decimal(f"{v:.2f}") for v in np.rint(values.astype(np.float64) * 100) / 100]
+    if kind in ("int8", "int4"):
+        return values.astype(np.int64).tolist()
+    return values.astype(np.float64).tolist()
+
+
+def fetch_arrays(sql: str, params: Sequence, kinds: Sequence[str]) -> list[np.ndarray]:
+    """Run a query and return its columns as numpy arrays; `kinds` gives each column's "int8" or "float8".
+
+    The query must return exactly those types and no NULLs (cast and COALESCE in the SQL).
+    PostgreSQL: binary COPY of the query read as one numpy record array; elsewhere fetchall.
+    """
+    native = [np.int64 if kind == "int8" else np.float64 for kind in kinds]
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        return [np.array([row[i] for row in rows], dtype=t) for i, t in enumerate(native)]
+    buffer = io.BytesIO()
+    with connection.cursor() as cursor:
+        query = cursor.cursor.mogrify(sql, params).decode()
+        cursor.cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT binary)", buffer)
+    data = buffer.getvalue()
+    if data[:11] != _COPY_SIGNATURE or data[-2:] != _COPY_TRAILER:
+        raise ValueError("fetch_arrays: not a binary COPY stream")
+    (extension,) = struct.unpack(">i", data[15:19])
+    body = data[19 + extension:-2]
+    row_type = np.dtype(
+        [("fields", ">i2")]
+        + [item for i, kind in enumerate(kinds) for item in ((f"len{i}", ">i4"), (f"val{i}", _FIELD_TYPES[kind]))]
+    )
+    if len(body) % row_type.itemsize:
+        raise ValueError("fetch_arrays: rows are not all of the declared types (a NULL or another type?)")
+    rows = np.frombuffer(body, dtype=row_type)
+    if rows.size and ((rows["fields"] != len(kinds)).any()
+                      or any((rows[f"len{i}"] != 8).any() for i in range(len(kinds)))):
+        raise ValueError("fetch_arrays: rows are not all of the declared types (a NULL or another type?)")
+    return [rows[f"val{i}"].astype(t) for i, t in enumerate(native)]

@@ -18,8 +18,9 @@ from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from clv.summary import summary_apply, summary_apply_product
 from crm.bulk import bulk_insert
-from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Purchase, Tombstone, Usage
+from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Tombstone, Usage
 
 SYNCED_CHILDREN = ("people", "purchases", "holdings", "contacts", "events", "opportunities")
 
@@ -83,10 +84,15 @@ def record_update(*, instance: models.Model, data: dict[str, Any]) -> tuple[mode
     """Update fields of any CRM record; saves (and bumps `updated_at`) only when something changed."""
     data = dict(data)
     many = _split_many_to_many(type(instance), data)
+    customer_before = instance.customer_id if isinstance(instance, Purchase) else None
     changed = _apply_changes(instance, data)
     if changed:
         instance.full_clean()
         instance.save(update_fields=[*changed, "updated_at"])
+        if isinstance(instance, Purchase):  # the purchase may have moved to another day or customer
+            summary_apply(customer_ids=[customer_before, instance.customer_id])
+        elif isinstance(instance, Product) and "unit_cost" in changed:
+            summary_apply_product(product_id=instance.pk)
     many_changed = _many_to_many_changed(instance, many)
     if many_changed and not changed:
         instance.save(update_fields=["updated_at"])  # the record changed: it moves in the change feed
@@ -119,6 +125,7 @@ def records_upsert(
     to_update: list[models.Model] = []
     update_fields: set[str] = set()
     many_values: list[tuple[models.Model, dict[str, Any], bool]] = []
+    customers_before: set[int] = set()
     for data in records:
         data = dict(data)
         many = _split_many_to_many(model, data)
@@ -128,8 +135,11 @@ def records_upsert(
             to_create.append(row)
             results.append(("created", row))
         else:
+            customer_before = row.customer_id if model is Purchase else None
             changed = _apply_changes(row, data)
             if changed:
+                if customer_before is not None:
+                    customers_before.add(customer_before)
                 row.updated_at = now
                 update_fields.update(changed)
                 to_update.append(row)
@@ -155,7 +165,12 @@ def records_upsert(
             results[index] = ("updated", row)
             model.objects.filter(pk=row.pk).update(updated_at=now)
     if model is Purchase:
+        written = [row for result, row in results if result != "unchanged"]
+        summary_apply(customer_ids={row.customer_id for row in written} | customers_before)
         _purchases_written(created=[row for result, row in results if result == "created"])
+    elif model is Product and "unit_cost" in update_fields:
+        for row in to_update:
+            summary_apply_product(product_id=row.pk)
     return results
 
 
@@ -248,7 +263,9 @@ def record_delete(*, instance: models.Model, deleted_by: User | None = None) -> 
         for usage in instance.usage.only("pk", "external_id"):
             tombstones.append(tombstone("crm.usage", usage.pk, usage.external_id))
     Tombstone.objects.bulk_create(tombstones)
-    instance.delete()
+    instance.delete()  # a customer's CLV summary rows go with it (cascade)
+    if isinstance(instance, Purchase):
+        summary_apply(customer_ids=[instance.customer_id])
 
 
 def _customer_and_owner(instance: models.Model) -> tuple[int | None, int | None]:
@@ -342,6 +359,7 @@ def purchase_record(
         external_id=external_id or None,
     )
     _save_new(purchase)
+    summary_apply(customer_ids=[customer.pk])
     # opps: a won opportunity for this product is realised by this purchase.
     from crm.opportunities.services import opportunities_link_won_purchases
 
@@ -349,13 +367,26 @@ def purchase_record(
     return purchase
 
 
+@transaction.atomic
 def purchases_bulk_insert(*, columns: list[str], rows: Iterable[tuple]) -> int:
     """Insert many purchase lines at once (seed, CSV import): the one bulk write path for purchases.
 
     Rows must already be valid (the callers validate each line and name it on error); the
-    database's check constraints still refuse anything that must never be stored.
+    database's check constraints still refuse anything that must never be stored. The CLV
+    summary of the customers written to is recomputed in one set-based pass (at the end of
+    the block when called inside clv.summary.summary_deferred(), as the CSV import does).
     """
-    return bulk_insert(Purchase, columns, rows)
+    customer_column = columns.index("customer_id")
+    touched: set[int] = set()
+
+    def noting_customers(rows: Iterable[tuple]):
+        for row in rows:
+            touched.add(row[customer_column])
+            yield row
+
+    written = bulk_insert(Purchase, columns, noting_customers(rows))
+    summary_apply(customer_ids=touched)
+    return written
 
 
 @transaction.atomic

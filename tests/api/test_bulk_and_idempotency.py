@@ -149,3 +149,32 @@ def test_a_failed_request_is_not_stored_under_its_key(api, book, sales_org):
                        HTTP_IDEMPOTENCY_KEY="retry-me")
     assert good.status_code == 400  # evaluated again, not replayed from storage
     assert "Idempotent-Replayed" not in good
+
+
+def test_api_purchase_writes_keep_the_clv_summary_equal_to_a_rebuild(api, book, sales_org):
+    """Bulk create, bulk update (moving a line to another customer and day), single POST, PATCH
+    and DELETE through the API leave the kept CLV summary equal to a full rebuild. Each path
+    touches customers no other path touches, so a missing update cannot be healed by a later one."""
+    from clv.models import PurchaseSummary
+    from clv.summary import summary_rebuild
+    from tests.clv.test_summary import kept_rows
+
+    rep = sales_org["north_rep1"]
+    for name in ("BULK", "MOVED-TO", "SINGLE"):
+        f_customer = Customer.objects.create(name=name, owner=rep, external_id=name)
+        assert f_customer.pk
+    client = api(rep)
+    records = _purchases("BULK", 6)
+    assert client.post("/api/v1/purchases/bulk/", {"records": records}, format="json").status_code == 200
+    assert PurchaseSummary.objects.get(customer__external_id="BULK").lines == 6
+    records[0].update(customer="MOVED-TO", purchased_at="2026-04-09T08:00:00Z")
+    records[1]["amount"] = "55.00"
+    assert client.post("/api/v1/purchases/bulk/", {"records": records}, format="json").json()["updated"] == 2
+    assert PurchaseSummary.objects.get(customer__external_id="MOVED-TO").lines == 1
+    single = client.post("/api/v1/purchases/", {"customer": "SINGLE", "amount": "7.00",
+                                                 "purchased_at": "2026-05-01T00:00:00Z"}, format="json").json()
+    client.patch(f"/api/v1/purchases/{single['id']}/", {"purchased_at": "2026-05-02T00:00:00Z"}, format="json")
+    assert client.delete("/api/v1/purchases/ext:ERP-3/").status_code == 204
+    kept = kept_rows()
+    summary_rebuild()
+    assert kept_rows() == kept

@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
-from clv import engine, services
-from clv.models import ClvRun, CustomerValue, PortfolioSnapshot
+from clv import engine, services, tasks
+from clv.models import ClvRun, CustomerValue, PortfolioSnapshot, PurchaseSummary
 from clv.selectors import current_run, current_values, customer_value_history
+from crm import services as crm
 from crm.demo.seed import seed_demo
+from crm.models import Customer, Purchase
 from tests.crm import factories as f
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -124,6 +127,8 @@ def test_two_runs_cannot_overlap(small_book):
             services.run_clv(as_of=AS_OF)
         assert not ClvRun.objects.exists()
     finally:
+        with other.cursor() as cursor:  # closing alone frees the lock only once the server notices
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [services.LOCK_KEY])
         other.close()
     assert services.run_clv(as_of=AS_OF).status == ClvRun.Status.SUCCEEDED
 
@@ -149,3 +154,113 @@ def test_connection_is_usable_after_run(small_book):
     services.run_clv(as_of=AS_OF)
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
+
+
+def test_a_run_falls_back_to_the_aggregate_when_the_summary_is_out_of_step():
+    seed_demo(customers=150, seed=6, as_of=AS_OF)
+    Purchase.objects.filter(pk=Purchase.objects.order_by("pk").values("pk")[:1]).delete()  # bypasses the services
+    run = services.run_clv(as_of=AS_OF)
+    source = run.diagnostics["summary_source"]
+    assert source["source"] == "lines"
+    assert "rebuild_clv_summary" in source["reason"]
+    out = StringIO()
+    call_command("rebuild_clv_summary", stdout=out)
+    assert "customers" in out.getvalue()
+    assert services.run_clv(as_of=AS_OF).diagnostics["summary_source"]["source"] == "kept"
+
+
+VALUE_FIELDS = ("customer_id", "clv", "p_alive", "expected_purchases", "expected_avg_value", "historical_value",
+                "classic_value", "frequency", "recency", "T")
+
+
+def stored_values(run: ClvRun) -> list[tuple]:
+    return list(CustomerValue.objects.filter(run=run).order_by("customer_id").values_list(*VALUE_FIELDS))
+
+
+@pytest.mark.postgres
+def test_runs_from_the_kept_summary_per_day_rows_and_lines_store_identical_values():
+    seed_demo(customers=400, seed=7, as_of=AS_OF)
+    kept = services.run_clv(as_of=AS_OF)
+    customer = Customer.objects.filter(external_id__startswith="DEMO-").first()
+    crm.purchase_record(customer=customer, purchased_at=datetime(2026, 7, 3, 12, tzinfo=UTC), amount=Decimal("70"))
+    days = services.run_clv(as_of=AS_OF)
+    PurchaseSummary.objects.all().delete()  # out of step: the run must aggregate the lines
+    lines = services.run_clv(as_of=AS_OF)
+
+    assert [r.diagnostics["summary_source"]["source"] for r in (kept, days, lines)] == ["kept", "days", "lines"]
+    assert stored_values(kept) == stored_values(days) == stored_values(lines)
+    assert len(stored_values(kept)) == kept.counts["customers"] == 400
+    assert kept.params == days.params == lines.params
+    holdouts = [dict(r.diagnostics["holdout"]) for r in (kept, days, lines)]
+    for report in holdouts:
+        report["fit"] = {k: v for k, v in report["fit"].items() if k != "seconds"}  # wall time differs
+    assert holdouts[0] == holdouts[1] == holdouts[2]
+    assert kept.diagnostics["holdout"]["n_customers"] > 100
+    assert kept.timings["summary_seconds"] < lines.timings["summary_seconds"]
+
+
+def test_a_sharded_run_stores_the_same_values_as_one_process(small_book):
+    whole = services.run_clv(as_of=AS_OF)
+    sharded = services.run_clv(as_of=AS_OF, shards=3)  # tasks run in-process in tests: the same chord, eagerly
+    assert sharded.status == ClvRun.Status.SUCCEEDED
+    assert current_run() == sharded
+    assert stored_values(sharded) == stored_values(whole)
+    assert sharded.params == whole.params
+    results = sharded.diagnostics["shards"]["results"]
+    assert [r["shard"] for r in results] == [0, 1, 2]
+    assert sum(r["customers"] for r in results) == sharded.counts["customers"] == whole.counts["customers"]
+    assert min(r["customers"] for r in results) > 0
+    totals = [sum(s.total_clv for s in PortfolioSnapshot.objects.filter(run=r)) for r in (whole, sharded)]
+    assert totals[0] == totals[1]
+    assert {"summary_seconds", "fit_score_seconds", "shards_seconds", "switch_seconds"} <= set(sharded.timings)
+
+
+def test_a_failed_shard_fails_the_run_and_keeps_the_previous_one(small_book, monkeypatch):
+    good = services.run_clv(as_of=AS_OF)
+    real_score_shard = tasks.score_shard
+
+    def second_shard_dies(**kwargs):
+        if kwargs["shard"] == 1:
+            raise RuntimeError("worker lost its disk")
+        return real_score_shard(**kwargs)
+
+    monkeypatch.setattr(tasks, "score_shard", second_shard_dies)
+    with pytest.raises(RuntimeError, match="lost its disk"):
+        services.run_clv(as_of=AS_OF, shards=3)
+    failed = ClvRun.objects.exclude(pk=good.pk).get()
+    assert failed.status == ClvRun.Status.FAILED
+    assert "lost its disk" in failed.error
+    assert current_run() == good
+    assert not CustomerValue.objects.filter(run=failed).exists()  # shard 0 had written: dropped
+
+
+def test_a_sharded_run_still_scoring_blocks_new_runs_until_it_times_out(small_book, settings):
+    scoring = ClvRun.objects.create(as_of=AS_OF, started_at=timezone.now(), settings={"shards": 2})
+    with pytest.raises(services.ClvRunAlreadyRunning, match="shards"):
+        services.run_clv(as_of=AS_OF)
+    ClvRun.objects.filter(pk=scoring.pk).update(
+        started_at=timezone.now() - timedelta(minutes=settings.CLV_RUN_TIMEOUT_MINUTES + 1)
+    )
+    assert services.run_clv(as_of=AS_OF).status == ClvRun.Status.SUCCEEDED
+    scoring.refresh_from_db()
+    assert scoring.status == ClvRun.Status.FAILED
+    assert "abandoned" in scoring.error
+
+
+def test_shard_ranges_cover_every_customer_once():
+    ids = np.array([3, 4, 9, 10, 11, 40, 41, 90])
+    ranges = services.shard_ranges(ids, 3)
+    assert ranges[0][0] == 0
+    assert ranges[-1][1] is None
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert [int(((ids >= lo) & ((ids < hi) if hi is not None else True)).sum()) for lo, hi in ranges] == [2, 3, 3]
+    assert services.shard_ranges(np.array([5]), 4) == [[0, None]]
+
+
+def test_recompute_clv_with_shards(small_book):
+    out = StringIO()
+    call_command("recompute_clv", as_of=AS_OF, json=True, shards=2, stdout=out, verbosity=0)
+    payload = json.loads(out.getvalue())
+    assert payload["status"] == "succeeded"
+    assert payload["settings"]["shards"] == 2
+    assert [r["shard"] for r in payload["diagnostics"]["shards"]["results"]] == [0, 1]

@@ -6,6 +6,7 @@ import itertools
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+from clv.summary import summary_apply
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
 
 _seq = itertools.count(1)
@@ -32,7 +33,9 @@ def purchase(**kw) -> Purchase:
     kw.setdefault("unit_price", Decimal("10.00"))
     kw.setdefault("amount", Decimal("10.00"))
     kw.setdefault("purchased_at", datetime(2026, 1, 15, 10, 0, tzinfo=UTC))
-    return Purchase.objects.create(**kw)
+    made = Purchase.objects.create(**kw)
+    summary_apply(customer_ids=[made.customer_id])  # as crm.services does after every purchase write
+    return made
 
 
 def holding(**kw) -> Holding:

@@ -1,0 +1,62 @@
+"""Bulk paths: binary COPY of numpy columns in and out gives back exactly what was written."""
+
+from datetime import date
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from django.utils import timezone
+
+from clv.models import ClvRun, CustomerValue
+from crm.bulk import copy_arrays, fetch_arrays
+from tests.crm import factories as f
+
+pytestmark = pytest.mark.django_db
+
+
+def test_copy_arrays_writes_money_ints_and_floats_exactly():
+    run = ClvRun.objects.create(as_of=date(2026, 1, 1), started_at=timezone.now())
+    customers = [f.customer() for _ in range(5)]
+    money = np.array([0.0, 0.01, -1234.56, 12_345_678_901_234.5, 12.3])
+    floats = np.array([0.0, 1e-300, 0.1, 1 / 3, 1.0])
+    n = len(customers)
+    written = copy_arrays(CustomerValue, {
+        "run_id": ("int8", np.full(n, run.pk)),
+        "customer_id": ("int8", np.array([c.pk for c in customers])),
+        "clv": ("money", money),
+        "p_alive": ("float8", floats),
+        "expected_purchases": ("float8", floats * 3),
+        "expected_avg_value": ("money", np.abs(money) / 10**3),
+        "historical_value": ("money", money),
+        "classic_value": ("money", -money),
+        "frequency": ("int4", np.arange(n, dtype=np.int32)),
+        "recency": ("float8", floats),
+        "T": ("float8", floats + 1),
+    })
+    assert written == n
+    rows = list(CustomerValue.objects.filter(run=run).order_by("customer_id").values_list(
+        "clv", "classic_value", "p_alive", "frequency"))
+    assert [r[0] for r in rows] == [Decimal("0.00"), Decimal("0.01"), Decimal("-1234.56"),
+                                    Decimal("12345678901234.50"), Decimal("12.30")]
+    assert [r[1] for r in rows] == [-r[0] for r in rows]
+    assert [r[2] for r in rows] == floats.tolist()
+    assert [r[3] for r in rows] == [0, 1, 2, 3, 4]
+
+
+def test_fetch_arrays_reads_columns_and_refuses_nulls():
+    customers = [f.customer() for _ in range(3)]
+    ids, halves = fetch_arrays(
+        "SELECT id, CAST(id AS double precision) / 2 FROM crm_customer WHERE id >= %s ORDER BY id",
+        [customers[0].pk], ["int8", "float8"],
+    )
+    assert ids.tolist() == [c.pk for c in customers]
+    assert halves.tolist() == [c.pk / 2 for c in customers]
+    empty = fetch_arrays("SELECT id FROM crm_customer WHERE id < 0", [], ["int8"])
+    assert empty[0].size == 0
+
+
+@pytest.mark.postgres
+def test_fetch_arrays_refuses_a_null():
+    f.customer()
+    with pytest.raises(ValueError, match="NULL"):
+        fetch_arrays("SELECT CAST(NULL AS bigint) FROM crm_customer", [], ["int8"])
