@@ -23,6 +23,16 @@ TRUE_PURCHASE = (0.243, 4.414 * 7, 0.793, 2.426)  # CDNOW, alpha in days
 TRUE_SPEND = (6.25, 3.74, 15.44)
 
 
+class _Summary:
+    """The four summary columns both libraries fit, read from an .npz."""
+
+    def __init__(self, frequency, recency, T, monetary):
+        self.frequency, self.recency, self.T, self.monetary = frequency, recency, T, monetary
+
+    def __len__(self) -> int:
+        return int(self.frequency.size)
+
+
 def _pymc_fit(model_cls, data, config: dict) -> tuple[dict, float]:
     import warnings
 
@@ -40,15 +50,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument(
+        "--summary",
+        help="fit these summary arrays instead of simulating: the .npz bench/bench_clv_run.py --summary-out wrote "
+        "from the CRM's database (frequency, recency, T, monetary)",
+    )
     args = parser.parse_args()
 
     import pandas as pd
     from pymc_extras.prior import Prior
     from pymc_marketing.clv import BetaGeoModel, GammaGammaModel
 
-    rng = np.random.default_rng(args.seed)
-    tx = simulate_transactions(args.customers, TRUE_PURCHASE, TRUE_SPEND, start="2023-01-01", end="2024-12-31", rng=rng)
-    s = summarise_transactions(tx.customer_ids, tx.dates, tx.amounts, "2024-12-31")
+    if args.summary:
+        s = _Summary(**{k: v.astype(np.float64) for k, v in np.load(args.summary).items()})
+    else:
+        rng = np.random.default_rng(args.seed)
+        tx = simulate_transactions(
+            args.customers, TRUE_PURCHASE, TRUE_SPEND, start="2023-01-01", end="2024-12-31", rng=rng
+        )
+        s = summarise_transactions(tx.customer_ids, tx.dates, tx.amounts, "2024-12-31")
 
     start = time.perf_counter()
     ours_bg = bgnbd.fit(s.frequency, s.recency, s.T, with_standard_errors=False)

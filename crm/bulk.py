@@ -93,23 +93,40 @@ def copy_arrays(model: type[models.Model], columns: Mapping[str, tuple[str, np.n
     already rounded to cents). No NULLs. PostgreSQL: binary COPY built with numpy; elsewhere
     bulk_insert. Returns the number of rows written.
     """
+    names, kinds, arrays, n = _array_columns(columns)
+    if n == 0:
+        return 0
+    if connection.vendor != "postgresql":
+        as_python = [_python_values(kind, a) for kind, a in zip(kinds, arrays, strict=True)]
+        return bulk_insert(model, names, zip(*as_python, strict=True))
+    return _copy_binary(model._meta.db_table, names, kinds, arrays, n)
+
+
+def copy_arrays_to_table(table: str, columns: Mapping[str, tuple[str, np.ndarray]]) -> int:
+    """copy_arrays into a table named directly (PostgreSQL only), such as a staging table no model describes."""
+    if connection.vendor != "postgresql":
+        raise NotImplementedError("copy_arrays_to_table needs PostgreSQL")
+    names, kinds, arrays, n = _array_columns(columns)
+    return _copy_binary(table, names, kinds, arrays, n) if n else 0
+
+
+def _array_columns(columns: Mapping[str, tuple[str, np.ndarray]]) -> tuple[list[str], list[str], list[np.ndarray], int]:
     names = list(columns)
     kinds = [columns[name][0] for name in names]
     arrays = [np.asarray(columns[name][1]) for name in names]
     n = int(arrays[0].size) if arrays else 0
     if any(a.shape != (n,) for a in arrays):
         raise ValueError("copy_arrays: every column needs a one-dimensional array of the same length")
-    if n == 0:
-        return 0
-    if connection.vendor != "postgresql":
-        as_python = [_python_values(kind, a) for kind, a in zip(kinds, arrays, strict=True)]
-        return bulk_insert(model, names, zip(*as_python, strict=True))
+    return names, kinds, arrays, n
+
+
+def _copy_binary(table: str, names: list[str], kinds: list[str], arrays: list[np.ndarray], n: int) -> int:
     row_type = np.dtype(
         [("fields", ">i2")]
         + [item for i, kind in enumerate(kinds) for item in ((f"len{i}", ">i4"), (f"val{i}", _FIELD_TYPES[kind]))]
     )
-    sql = (f"COPY {model._meta.db_table} ({', '.join(connection.ops.quote_name(c) for c in names)}) "
-           "FROM STDIN WITH (FORMAT binary)")
+    quote = connection.ops.quote_name
+    sql = f"COPY {quote(table)} ({', '.join(quote(c) for c in names)}) FROM STDIN WITH (FORMAT binary)"
     with connection.cursor() as cursor:
         for start in range(0, n, BINARY_COPY_CHUNK_ROWS):
             stop = min(start + BINARY_COPY_CHUNK_ROWS, n)

@@ -60,3 +60,24 @@ def test_fetch_arrays_refuses_a_null():
     f.customer()
     with pytest.raises(ValueError, match="NULL"):
         fetch_arrays("SELECT CAST(NULL AS bigint) FROM crm_customer", [], ["int8"])
+
+
+@pytest.mark.postgres
+def test_copy_arrays_to_table_fills_a_table_no_model_describes():
+    from django.db import connection
+
+    from crm.bulk import copy_arrays_to_table
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE staging_lines (customer bigint, amount numeric(14, 2), score float8)")
+        written = copy_arrays_to_table("staging_lines", {
+            "customer": ("int8", np.array([7, 8, 9])),
+            "amount": ("money", np.array([0.1, 19.99, 1234567.5])),
+            "score": ("float8", np.array([0.5, -1.25, 3.0])),
+        })
+        cursor.execute("SELECT customer, amount, score FROM staging_lines ORDER BY customer")
+        rows = cursor.fetchall()
+    assert written == 3
+    assert rows == [(7, Decimal("0.10"), 0.5), (8, Decimal("19.99"), -1.25), (9, Decimal("1234567.50"), 3.0)]
+    with pytest.raises(ValueError, match="same length"):
+        copy_arrays_to_table("staging_lines", {"customer": ("int8", np.array([1])), "score": ("float8", np.array([]))})
