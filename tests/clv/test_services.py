@@ -108,6 +108,38 @@ def test_failure_while_writing_keeps_the_previous_run_current(small_book, monkey
     assert not CustomerValue.objects.filter(run=failed).exists()
 
 
+@pytest.mark.postgres
+def test_a_reader_never_sees_a_half_written_run(small_book, monkeypatch):
+    """While a run's values are written (uncommitted), another connection still reads the previous run."""
+    from django.db import connections
+
+    good = services.run_clv(as_of=AS_OF)
+    real_write = services._write_values
+    seen = {}
+
+    def write_and_look(run, summary, scores):
+        written = real_write(run, summary, scores)
+        reader = connections.create_connection("default")
+        try:
+            with reader.cursor() as cursor:
+                cursor.execute("SELECT id FROM clv_clvrun WHERE is_current")
+                seen["current"] = [row[0] for row in cursor.fetchall()]
+                cursor.execute("SELECT COUNT(*) FROM clv_customervalue WHERE run_id = %s", [run.pk])
+                seen["new_values"] = cursor.fetchone()[0]
+                cursor.execute("SELECT COUNT(*) FROM clv_customervalue WHERE run_id = %s", [good.pk])
+                seen["old_values"] = cursor.fetchone()[0]
+        finally:
+            reader.close()
+        seen["written"] = written
+        return written
+
+    monkeypatch.setattr(services, "_write_values", write_and_look)
+    new = services.run_clv(as_of=AS_OF)
+    assert seen["written"] > 0
+    assert seen == {"current": [good.pk], "new_values": 0, "old_values": seen["written"], "written": seen["written"]}
+    assert current_run() == new
+
+
 def test_no_purchases_is_a_failed_run_with_a_clear_error():
     with pytest.raises(ValueError, match="no purchases"):
         services.run_clv(as_of=AS_OF)
