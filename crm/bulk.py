@@ -45,6 +45,52 @@ def bulk_insert(model: type[models.Model], columns: Sequence[str], rows: Iterabl
     return written
 
 
+# Field types whose Python values (validated, timezone-aware) psycopg2 adapts as Django would store them.
+_RAW_TYPES = frozenset({
+    "AutoField", "BigAutoField", "BigIntegerField", "BooleanField", "CharField", "DateField", "DateTimeField",
+    "DecimalField", "EmailField", "ForeignKey", "IntegerField", "PositiveIntegerField", "PositiveSmallIntegerField",
+    "SlugField", "SmallIntegerField", "TextField", "URLField",
+})
+
+
+def insert_instances(model: type[models.Model], instances: Sequence[models.Model]) -> None:
+    """bulk_create for one batch of new instances: one INSERT ... SELECT FROM unnest(column arrays) RETURNING id
+    on PostgreSQL (one parameter per column, not per value), setting each instance's primary key.
+
+    auto_now / auto_now_add fields are filled as bulk_create fills them. Elsewhere: bulk_create.
+    """
+    if connection.vendor != "postgresql" or not instances:
+        model.objects.bulk_create(instances)
+        return
+    opts = model._meta
+    fields = [f for f in opts.concrete_fields if not f.primary_key]
+    stamped = [f for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
+    columns = []
+    for f in fields:
+        if f in stamped:
+            values = [f.pre_save(obj, add=True) for obj in instances]
+        elif f.get_internal_type() in _RAW_TYPES:
+            values = [getattr(obj, f.attname) for obj in instances]
+        else:
+            values = [f.get_db_prep_save(getattr(obj, f.attname), connection) for obj in instances]
+        columns.append(values)
+    quote = connection.ops.quote_name
+    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+    sql = (f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+           f"SELECT * FROM unnest({arrays}) RETURNING {quote(opts.pk.column)}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, columns)
+        ids = [row[0] for row in cursor.fetchall()]
+    if len(ids) != len(instances):
+        raise RuntimeError(f"insert_instances: {len(ids)} ids returned for {len(instances)} rows")
+    # INSERT ... SELECT FROM unnest returns rows in the order of the arrays (as a multi-row
+    # VALUES does for bulk_create); checked in tests/crm/test_bulk.py.
+    for obj, pk in zip(instances, ids, strict=True):
+        obj.pk = pk
+        obj._state.adding = False
+        obj._state.db = connection.alias
+
+
 def _copy(table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> int:
     sql = f"COPY {table} ({', '.join(connection.ops.quote_name(c) for c in columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
     written = 0

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from clv.summary import summary_apply, summary_apply_product
-from crm.bulk import bulk_insert
+from crm.bulk import bulk_insert, insert_instances
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Tombstone, Usage
 
 SYNCED_CHILDREN = ("people", "purchases", "holdings", "contacts", "events", "opportunities")
@@ -148,7 +148,7 @@ def records_upsert(
             many_values.append((row, many, row in to_create))
     try:
         with transaction.atomic():
-            model.objects.bulk_create(to_create)
+            insert_instances(model, to_create)
             if to_update:
                 _bulk_update(model, to_update, [*sorted(update_fields), "updated_at"])
     except IntegrityError:

@@ -81,3 +81,19 @@ def test_copy_arrays_to_table_fills_a_table_no_model_describes():
     assert rows == [(7, Decimal("0.10"), 0.5), (8, Decimal("19.99"), -1.25), (9, Decimal("1234567.50"), 3.0)]
     with pytest.raises(ValueError, match="same length"):
         copy_arrays_to_table("staging_lines", {"customer": ("int8", np.array([1])), "score": ("float8", np.array([]))})
+
+
+def test_insert_instances_sets_each_primary_key_and_stamps():
+    from crm.bulk import insert_instances
+    from crm.models import Customer
+
+    before = timezone.now()
+    customers = [Customer(name=f"Bulk {i}", external_id=f"BULK-{i}") for i in range(300)]
+    insert_instances(Customer, customers)
+    stored = dict(Customer.objects.filter(external_id__startswith="BULK-").values_list("pk", "external_id"))
+    assert len(stored) == 300
+    assert all(stored[c.pk] == c.external_id for c in customers)  # each instance got its own row's id
+    assert all(not c._state.adding for c in customers)
+    row = Customer.objects.get(pk=customers[7].pk)
+    assert row.created_at >= before and row.updated_at >= before
+    assert row.lifecycle_stage == Customer.Stage.PROSPECT and row.notes == ""
