@@ -38,6 +38,7 @@ from django.core.management import call_command  # noqa: E402
 
 from accounts.models import User  # noqa: E402
 from accounts.tokens import token_issue  # noqa: E402
+from clv.summary import summary_apply  # noqa: E402
 from crm.models import Customer, Product, Purchase  # noqa: E402
 
 WRK_SCRIPT = """
@@ -119,7 +120,10 @@ def bench_bulk(base: str, token: str, batches: int) -> dict:
         seconds = time.perf_counter() - start
         results[label] = {"records": batches * 1000, "seconds": round(seconds, 2),
                           "records_per_s": round(batches * 1000 / seconds), **counts}
-    Purchase.objects.filter(external_id__startswith=f"BENCH-{run}-").delete()
+    benched = Purchase.objects.filter(external_id__startswith=f"BENCH-{run}-")
+    touched = set(benched.values_list("customer_id", flat=True))
+    benched.delete()
+    summary_apply(customer_ids=touched)  # the kept CLV summary stays in step with the lines
     return results
 
 

@@ -19,6 +19,7 @@ from typing import TextIO
 from django.db import transaction
 from django.utils import timezone
 
+from clv.models import PurchaseDay, PurchaseSummary
 from clv.summary import summary_deferred
 from crm.bulk import bulk_insert, refresh_statistics
 from crm.models import Customer, Product, Purchase
@@ -105,7 +106,7 @@ def import_purchases_csv(
         from crm.opportunities.services import opportunities_link_pending_wins
 
         opportunities_link_pending_wins()  # a won opportunity is realised by an imported purchase too
-    refresh_statistics(Customer, Purchase)
+    refresh_statistics(Customer, Purchase, PurchaseDay, PurchaseSummary)
     return result
 
 

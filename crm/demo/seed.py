@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts.models import Team, User
 from clv.engine.simulate import simulate_transactions
+from clv.models import PurchaseDay, PurchaseSummary
 from crm.bulk import bulk_insert, refresh_statistics
 from crm.models import Contact, Customer, Event, Holding, Person, Product, Purchase, Usage
 
@@ -112,7 +113,7 @@ def seed_demo(
         catalogue = _catalogue(products)
         step("products", len(catalogue))
         truth = _customers_and_facets(customers, rng, reps, catalogue, as_of, step)
-    refresh_statistics(Customer, Person, Holding, Usage, Purchase, Event, Contact)
+    refresh_statistics(Customer, Person, Holding, Usage, Purchase, Event, Contact, PurchaseDay, PurchaseSummary)
     truth.update(
         seed=seed, customers=customers, as_of=as_of.isoformat(), time_unit="days", bgnbd=dict(BGNBD),
         gamma_gamma=dict(GAMMA_GAMMA), products=len(catalogue),
