@@ -69,7 +69,7 @@ beat: install
 ## Benchmarks, run by hand (the database ones need DATABASE_URL pointing at PostgreSQL); see README.
 bench: install
 	$(PY) bench/bench_fit.py
-	@echo "Database benchmarks: bench/bench_import.py, bench/bench_opportunities.py, bench/bench_analytics.py, bench/bench_pages.py"
+	@echo "Database benchmarks: bench/bench_clv_run.py, bench/bench_api.py, bench/bench_import.py, bench/bench_opportunities.py, bench/bench_analytics.py, bench/bench_pages.py"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
