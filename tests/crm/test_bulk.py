@@ -95,5 +95,7 @@ def test_insert_instances_sets_each_primary_key_and_stamps():
     assert all(stored[c.pk] == c.external_id for c in customers)  # each instance got its own row's id
     assert all(not c._state.adding for c in customers)
     row = Customer.objects.get(pk=customers[7].pk)
-    assert row.created_at >= before and row.updated_at >= before
-    assert row.lifecycle_stage == Customer.Stage.PROSPECT and row.notes == ""
+    assert row.created_at >= before
+    assert row.updated_at >= before
+    assert row.lifecycle_stage == Customer.Stage.PROSPECT
+    assert row.notes == ""
