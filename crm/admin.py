@@ -5,11 +5,21 @@ from django.db import transaction
 
 from clv.summary import summary_apply, summary_apply_product
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Tombstone, Usage
-from crm.services import record_delete
+from crm.services import VIEW_FIELDS, customer_and_owner, record_delete, record_moved
 
 
 class SyncedAdmin(admin.ModelAdmin):
-    """Deletions from the admin go through the service, so they reach the deletion log too."""
+    """Deletions from the admin go through the service, so they reach the deletion log too; so does
+    a record moved to another customer, or a customer given to another owner (record_moved)."""
+
+    def save_model(self, request, obj, form, change):
+        field = VIEW_FIELDS.get(type(obj), "customer")
+        before = None
+        if change and field in form.changed_data:
+            before = customer_and_owner(type(obj).objects.get(pk=obj.pk))
+        super().save_model(request, obj, form, change)
+        if before is not None:
+            record_moved(instance=obj, before=before)
 
     def delete_model(self, request, obj):
         record_delete(instance=obj, deleted_by=request.user)

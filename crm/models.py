@@ -529,9 +529,22 @@ class Tombstone(models.Model):
 
     `owner` is the deleted record's customer's owner at the time, so the change feed shows a
     deletion to the same people who could see the record (catalogue deletions to everyone).
+
+    A record that moves out of someone's view (its customer changes owner, or it moves to
+    another customer) gets a "moved" row: for the people who could see it before and cannot
+    now, it is gone all the same. `now_customer_id` is the customer it belongs to now; the
+    feed hides the row from whoever may see that customer.
     """
 
+    class Reason(models.TextChoices):
+        DELETED = "deleted", "Deleted"
+        MOVED = "moved", "Moved out of view"
+
     model = models.CharField(max_length=50, help_text='Model label, e.g. "crm.customer".')
+    reason = models.CharField(max_length=10, choices=Reason.choices, default=Reason.DELETED)
+    now_customer_id = models.BigIntegerField(
+        null=True, blank=True, help_text="For a moved record: the customer it belongs to now."
+    )
     object_id = models.BigIntegerField()
     external_id = models.CharField(max_length=100, null=True, blank=True)
     customer_id = models.BigIntegerField(null=True, blank=True, help_text="The deleted record's customer, if any.")

@@ -85,10 +85,13 @@ def record_update(*, instance: models.Model, data: dict[str, Any]) -> tuple[mode
     data = dict(data)
     many = _split_many_to_many(type(instance), data)
     customer_before = instance.customer_id if isinstance(instance, Purchase) else None
+    view_before = _view_before(instance, data)
     changed = _apply_changes(instance, data)
     if changed:
         instance.full_clean()
         instance.save(update_fields=[*changed, "updated_at"])
+        if view_before is not None:
+            record_moved(instance=instance, before=view_before)
         if isinstance(instance, Purchase):  # the purchase may have moved to another day or customer
             summary_apply(customer_ids=[customer_before, instance.customer_id])
         elif isinstance(instance, Product) and "unit_cost" in changed:
@@ -126,6 +129,7 @@ def records_upsert(
     update_fields: set[str] = set()
     many_values: list[tuple[models.Model, dict[str, Any], bool]] = []
     customers_before: set[int] = set()
+    moved: list[tuple[models.Model, tuple[int | None, int | None]]] = []
     for data in records:
         data = dict(data)
         many = _split_many_to_many(model, data)
@@ -136,8 +140,11 @@ def records_upsert(
             results.append(("created", row))
         else:
             customer_before = row.customer_id if model is Purchase else None
+            view_before = _view_before(row, data)
             changed = _apply_changes(row, data)
             if changed:
+                if view_before is not None:
+                    moved.append((row, view_before))
                 if customer_before is not None:
                     customers_before.add(customer_before)
                 row.updated_at = now
@@ -153,6 +160,8 @@ def records_upsert(
                 _bulk_update(model, to_update, [*sorted(update_fields), "updated_at"])
     except IntegrityError:
         raise RecordErrors(_find_refused(results)) from None
+    for row, view_before in moved:
+        record_moved(instance=row, before=view_before)
     touched_by_many = []
     for row, many, created in many_values:
         if created:
@@ -244,7 +253,7 @@ def record_delete(*, instance: models.Model, deleted_by: User | None = None) -> 
     Each tombstone keeps the customer and its owner, so the change feed shows the deletion to
     the people who could see the record.
     """
-    customer_id, owner_id = _customer_and_owner(instance)
+    customer_id, owner_id = customer_and_owner(instance)
 
     def tombstone(model_label: str, pk: int, external_id: str | None) -> Tombstone:
         return Tombstone(
@@ -268,7 +277,8 @@ def record_delete(*, instance: models.Model, deleted_by: User | None = None) -> 
         summary_apply(customer_ids=[instance.customer_id])
 
 
-def _customer_and_owner(instance: models.Model) -> tuple[int | None, int | None]:
+def customer_and_owner(instance: models.Model) -> tuple[int | None, int | None]:
+    """The customer a record is seen through, and that customer's owner."""
     if isinstance(instance, Customer):
         return instance.pk, instance.owner_id
     if isinstance(instance, Usage):
@@ -279,6 +289,57 @@ def _customer_and_owner(instance: models.Model) -> tuple[int | None, int | None]
         return None, None
     owner_id = Customer.objects.filter(pk=customer_id).values_list("owner_id", flat=True).first()
     return customer_id, owner_id
+
+
+# Fields whose change can take a record out of the view of people who could see it.
+VIEW_FIELDS = {Customer: "owner", Usage: "holding"}
+
+
+def _view_before(instance: models.Model, data: dict[str, Any]) -> tuple[int | None, int | None] | None:
+    """(customer, owner) the record is seen through, when `data` changes them; else None (no query)."""
+    field = VIEW_FIELDS.get(type(instance), "customer")
+    if field not in data or instance.pk is None:
+        return None
+    model_field = instance._meta.get_field(field)
+    value = data[field]
+    if getattr(value, "pk", value) == getattr(instance, model_field.attname):
+        return None
+    return customer_and_owner(instance)
+
+
+@transaction.atomic
+def record_moved(*, instance: models.Model, before: tuple[int | None, int | None]) -> int:
+    """The record now belongs to another customer, or its customer to another owner (after the save).
+
+    People who could see it before and cannot now must learn that it left their view: the
+    record, and for a customer or holding everything under it, get "moved" tombstones placed
+    in the change feed (shown only to those who can no longer see it), and the records under
+    it a new place in the feed, so clients of the people who see it now receive them.
+    Returns the number of tombstones written.
+    """
+    previous_customer, previous_owner = before
+    now_customer, now_owner = customer_and_owner(instance)
+    if (previous_customer, previous_owner) == (now_customer, now_owner) or previous_customer is None:
+        return 0
+
+    def moved(label: str, pk: int, external_id: str | None) -> Tombstone:
+        return Tombstone(
+            model=label, object_id=pk, external_id=external_id, customer_id=previous_customer,
+            owner_id=previous_owner, reason=Tombstone.Reason.MOVED, now_customer_id=now_customer,
+        )
+
+    tombstones = [moved(instance._meta.label_lower, instance.pk, instance.external_id)]
+    children: list[models.QuerySet] = []
+    if isinstance(instance, Customer):
+        children = [getattr(instance, relation).all() for relation in SYNCED_CHILDREN]
+        children.append(Usage.objects.filter(holding__customer=instance))
+    elif isinstance(instance, Holding):
+        children = [instance.usage.all()]
+    for rows in children:
+        tombstones += [moved(r._meta.label_lower, r.pk, r.external_id) for r in rows.only("pk", "external_id")]
+        rows.update(updated_at=models.F("updated_at"))  # the trigger gives each a new place in the feed
+    Tombstone.objects.bulk_create(tombstones)
+    return len(tombstones)
 
 
 @transaction.atomic

@@ -151,10 +151,17 @@ def _after(qs, position: Position, xmin: int):
 
 
 def visible_tombstones(user) -> models.QuerySet:
-    """Deletions the user may learn of: catalogue ones, and those of customers they could see."""
+    """Deletions the user may learn of: catalogue ones, and those of customers they could see.
+
+    A "moved" row (the record left the view of its customer's previous owner) is shown to
+    those who could see it before, except whoever may see the customer it belongs to now:
+    for them it did not go anywhere. Users who see everything never lose sight of a record.
+    """
     if getattr(user, "is_authenticated", False) and user.is_active and user.sees_everything:
-        return Tombstone.objects.all()  # (Q(...) | Q() would drop the empty Q, not mean "all")
-    return Tombstone.objects.filter(Q(model__in=CATALOGUE_LABELS) | customer_visibility_q(user, ""))
+        return Tombstone.objects.exclude(reason=Tombstone.Reason.MOVED)
+    could_see = Tombstone.objects.filter(Q(model__in=CATALOGUE_LABELS) | customer_visibility_q(user, ""))
+    sees_now = Customer.objects.filter(customer_visibility_q(user, "")).values("pk")
+    return could_see.exclude(reason=Tombstone.Reason.MOVED, now_customer_id__in=sees_now)
 
 
 def check_cursor(cursor: Cursor) -> None:

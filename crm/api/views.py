@@ -242,6 +242,10 @@ CHANGES = inline_serializer(
         "external_id": serializers.CharField(allow_null=True),
         "data": serializers.DictField(allow_null=True, help_text="The record as its resource shows it; null for a deletion."),
         "deleted_at": serializers.DateTimeField(required=False),
+        "reason": serializers.ChoiceField(
+            choices=["deleted", "moved"], required=False,
+            help_text="For a deletion: deleted, or moved out of your view (to a customer or owner you cannot see).",
+        ),
     },
     many=True,
 )
@@ -309,7 +313,7 @@ class SyncChangesView(APIView):
             if change.op == "deleted":
                 t = change.tombstone
                 changes.append({"type": change.type, "op": "deleted", "id": t.object_id, "external_id": t.external_id,
-                                "data": None, "deleted_at": t.deleted_at})
+                                "data": None, "deleted_at": t.deleted_at, "reason": t.reason})
             else:
                 serializer_class = FEED_SERIALIZERS[change.type][0]
                 obj = change.instance

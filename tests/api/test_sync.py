@@ -233,3 +233,91 @@ def test_concurrent_writers_while_a_client_syncs(api, sales_org):
 def test_positions_order_by_transaction_then_sequence():
     assert Position(5, 100) < Position(6, 1)
     assert Cursor.decode(Cursor(Position(7, 9), 123).encode()) == Cursor(Position(7, 9), 123)
+
+
+def mirror(client, copy=None, cursor=None):
+    """A syncing client's copy: {(type, id): external_id}, updated from the feed; returns (copy, cursor, changes)."""
+    copy = {} if copy is None else copy
+    changes, cursor = drain(client, cursor)
+    for c in changes:
+        if c["op"] == "deleted":
+            copy.pop((c["type"], c["id"]), None)
+        else:
+            copy[(c["type"], c["id"])] = c["external_id"]
+    return copy, cursor, changes
+
+
+def server_view(user):
+    """What the user may see now, in the same form as mirror()."""
+    from crm.sync import FEED_TYPES
+
+    rows = {}
+    for name, model in FEED_TYPES.items():
+        qs = model.objects.all() if name == "products" else model.objects.visible_to(user)
+        rows.update({(name, pk): ext for pk, ext in qs.values_list("pk", "external_id")})
+    return rows
+
+
+def test_a_customer_given_to_another_owner_leaves_one_feed_and_enters_the_other(api, book, sales_org):
+    a, s = sales_org["north_rep1"], sales_org["south_rep1"]
+    watchers = [a, s, sales_org["north_manager"], sales_org["south_manager"], sales_org["admin"]]
+    clients = {u.username: api(u) for u in watchers}
+    state = {u.username: mirror(clients[u.username])[:2] for u in watchers}
+    moving = book["a1"]["customer"]
+    under_it = {("customers", moving.pk)} | {
+        (name, book["a1"][key].pk) for name, key in (("people", "person"), ("purchases", "purchase"),
+                                                    ("holdings", "holding"), ("contacts", "contact"),
+                                                    ("events", "event"))
+    }
+    assert under_it <= set(state[a.username][0])
+
+    response = api(sales_org["admin"]).patch(f"/api/v1/customers/{moving.pk}/", {"owner": s.pk}, format="json")
+    assert response.status_code == 200, response.json()
+
+    seen = {}
+    for user in watchers:
+        copy, cursor = state[user.username]
+        copy, _, seen[user.username] = mirror(clients[user.username], copy, cursor)
+        assert copy == server_view(user), user.username  # every client's copy equals what it may see now
+    lost = {(c["type"], c["id"]) for c in seen[a.username] if c["op"] == "deleted"}
+    assert under_it <= lost
+    assert {c["reason"] for c in seen[a.username] if c["op"] == "deleted"} == {"moved"}
+    assert under_it <= {(c["type"], c["id"]) for c in seen[s.username] if c["op"] != "deleted"}
+    assert not [c for c in seen["admin1"] if c["op"] == "deleted"]  # the admin never lost sight of it
+    assert not [c for c in seen["south_manager"] if c["op"] == "deleted"]
+
+    # and back: the first owner's copy gets everything again
+    services.record_update(instance=Customer.objects.get(pk=moving.pk), data={"owner": a})
+    for user in (a, s):
+        copy, cursor = state[user.username]
+        copy, cursor, _ = mirror(clients[user.username], copy, cursor)
+        copy, _, _ = mirror(clients[user.username], copy, cursor)
+        assert copy == server_view(user), user.username
+
+
+def test_a_record_moved_to_a_customer_out_of_view_is_gone_from_that_feed(api, book, sales_org):
+    a, s = sales_org["north_rep1"], sales_org["south_rep1"]
+    copies = {u: mirror(api(u))[:2] for u in (a, s)}
+    contact = book["a1"]["contact"]
+    elsewhere = book["a2"]["customer"]  # same owner: nothing leaves a's view
+    services.record_update(instance=contact, data={"customer": elsewhere})
+    services.record_update(instance=contact, data={"customer": book["s1"]["customer"]})
+    for user in (a, s):
+        copy, _, changes = mirror(api(user), *copies[user])
+        assert copy == server_view(user)
+        if user == a:
+            assert [(c["type"], c["op"], c["reason"]) for c in changes] == [("contacts", "deleted", "moved")]
+        else:
+            assert [(c["type"], c["op"], c["id"]) for c in changes] == [("contacts", "updated", contact.pk)]
+
+
+def test_bulk_upsert_that_moves_customers_tells_the_previous_owner(api, book, sales_org):
+    a, s = sales_org["north_rep1"], sales_org["south_rep1"]
+    copy, cursor, _ = mirror(api(a))
+    response = api(sales_org["admin"]).post("/api/v1/customers/bulk/", {"records": [
+        {"external_id": "C-a2", "name": "Customer a2", "owner": s.pk},
+    ]}, format="json")
+    assert response.status_code == 200, response.json()
+    copy, _, changes = mirror(api(a), copy, cursor)
+    assert copy == server_view(a)
+    assert ("customers", book["a2"]["customer"].pk) in {(c["type"], c["id"]) for c in changes if c["op"] == "deleted"}

@@ -60,3 +60,27 @@ def test_salesperson_cannot_open_admin(client, make_user):
     client.force_login(make_user("rep", role="salesperson"))
     response = client.get(reverse("admin:crm_customer_changelist"))
     assert response.status_code == 302
+
+
+def test_admin_giving_a_customer_to_another_owner_tells_the_previous_ones_feed(rf, make_user, one_of_each):
+    from types import SimpleNamespace
+
+    from crm.models import Customer, Tombstone
+
+    rep_a, rep_b = make_user("rep_a"), make_user("rep_b")
+    Customer.objects.filter(pk=one_of_each.pk).update(owner=rep_a)
+    customer = Customer.objects.get(pk=one_of_each.pk)
+    customer.owner = rep_b
+    model_admin = admin.site._registry[Customer]
+    model_admin.save_model(rf.post("/"), customer, SimpleNamespace(changed_data=["owner"]), change=True)
+    moved = Tombstone.objects.filter(reason=Tombstone.Reason.MOVED)
+    assert set(moved.values_list("model", flat=True)) == {
+        "crm.customer", "crm.person", "crm.purchase", "crm.holding", "crm.usage", "crm.contact", "crm.event",
+        "crm.opportunity",
+    }
+    assert set(moved.values_list("owner_id", "customer_id", "now_customer_id")) == {
+        (rep_a.pk, customer.pk, customer.pk)
+    }
+    customer.name = "Renamed"  # a change that moves nothing writes nothing
+    model_admin.save_model(rf.post("/"), customer, SimpleNamespace(changed_data=["name"]), change=True)
+    assert Tombstone.objects.count() == moved.count()
