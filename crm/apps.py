@@ -1,7 +1,7 @@
 """App config for customers, their four lifetime facets and opportunities."""
 
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_migrate, pre_delete, pre_save
 
 
 def _reinstall_change_triggers(sender, using, **kwargs):
@@ -24,4 +24,11 @@ class CrmConfig(AppConfig):
     verbose_name = "CRM"
 
     def ready(self):
+        from accounts.models import Team, User
+        from crm import sync
+
         post_migrate.connect(_reinstall_change_triggers, sender=self, dispatch_uid="crm-change-triggers")
+        # Sync cursors of users whose view of the customers changes as a whole expire (crm.sync).
+        pre_save.connect(sync.user_view_changing, sender=User, dispatch_uid="crm-sync-user-view")
+        pre_save.connect(sync.team_manager_changing, sender=Team, dispatch_uid="crm-sync-team-manager")
+        pre_delete.connect(sync.team_deleting, sender=Team, dispatch_uid="crm-sync-team-delete")

@@ -583,6 +583,18 @@ class SyncHorizon(models.Model):
         return f"tombstones kept from {self.pruned_before:%Y-%m-%d %H:%M}"
 
 
+class SyncReset(models.Model):
+    """When a user's view of the customers last changed as a whole (their team, role or
+    status; a team's manager): sync cursors handed to them before that get 410 Gone, and
+    their clients resync in full. Written by crm.sync.require_resync."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    reset_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.user} resync from {self.reset_at:%Y-%m-%d %H:%M}"
+
+
 class IdempotencyRecord(models.Model):
     """The first response to a POST sent with an Idempotency-Key, replayed on a retry."""
 

@@ -41,6 +41,7 @@ from crm.models import (
     Product,
     Purchase,
     SyncHorizon,
+    SyncReset,
     Tombstone,
     Usage,
 )
@@ -82,20 +83,26 @@ START = Position(-1, -1)
 @dataclass(frozen=True)
 class Cursor:
     position: Position
-    issued_at: int  # unix seconds when the server handed it out
+    issued_ms: int  # unix time in milliseconds when the server handed it out
+
+    @property
+    def issued_at(self) -> float:
+        """Unix seconds."""
+        return self.issued_ms / 1000
 
     def encode(self) -> str:
-        raw = f"1.{self.position.txid}.{self.position.seq}.{self.issued_at}".encode()
+        raw = f"2.{self.position.txid}.{self.position.seq}.{self.issued_ms}".encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
     def decode(cls, value: str) -> Cursor:
+        """Version 2 carries milliseconds; version 1 (handed out before) whole seconds."""
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
             version, txid, seq, issued = raw.split(".")
-            if version != "1":
+            if version not in ("1", "2"):
                 raise ValueError
-            return cls(Position(int(txid), int(seq)), int(issued))
+            return cls(Position(int(txid), int(seq)), int(issued) * (1000 if version == "1" else 1))
         except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
             raise CursorError("This cursor is not valid; start again without one.") from exc
 
@@ -164,13 +171,40 @@ def visible_tombstones(user) -> models.QuerySet:
     return could_see.exclude(reason=Tombstone.Reason.MOVED, now_customer_id__in=sees_now)
 
 
-def check_cursor(cursor: Cursor) -> None:
+def check_cursor(cursor: Cursor, user=None) -> None:
+    """Refuse (CursorExpired) a cursor from before the oldest deletion kept, or before the user's view changed."""
     horizon = SyncHorizon.objects.first()
     if horizon and cursor.issued_at < horizon.pruned_before.timestamp():
         raise CursorExpired(
             f"This cursor is from before {horizon.pruned_before:%Y-%m-%d %H:%M} UTC, the oldest deletion kept; "
             "resync in full by starting again without a cursor."
         )
+    reset = SyncReset.objects.filter(user_id=getattr(user, "pk", None)).first()
+    # issued_ms is rounded down, so a cursor from the same millisecond as the reset counts
+    # as older: at worst one resync too many, never a change missed.
+    if reset and cursor.issued_at < reset.reset_at.timestamp():
+        raise CursorExpired(
+            f"Which customers you see changed at {reset.reset_at:%Y-%m-%d %H:%M:%S} UTC (team, role or manager); "
+            "resync in full by starting again without a cursor."
+        )
+
+
+def require_resync(user_ids) -> None:
+    """These users' view of the customers changed as a whole: their cursors from before now expire.
+
+    Written once the change has committed, so a cursor issued from a page computed with the
+    old view is always older than the reset.
+    """
+    ids = {int(pk) for pk in user_ids if pk is not None}
+    if not ids:
+        return
+
+    def write() -> None:
+        now = timezone.now()
+        for pk in ids:
+            SyncReset.objects.update_or_create(user_id=pk, defaults={"reset_at": now})
+
+    transaction.on_commit(write)
 
 
 def changes_since(
@@ -182,10 +216,10 @@ def changes_since(
     serializer). Raises CursorExpired for a cursor older than the kept deletion log.
     """
     if cursor is not None:
-        check_cursor(cursor)
+        check_cursor(cursor, user)
     after = cursor.position if cursor else START
     xmin = _stable_xmin()
-    issued = int(time.time())
+    issued = int(time.time() * 1000)
     candidates: list[Change] = []
     for name in types:
         model = FEED_TYPES[name]
@@ -332,3 +366,40 @@ def uninstall_change_triggers(conn=None) -> None:
                 cursor.execute(f"DROP TRIGGER IF EXISTS {table}_change_upd")
         if conn.vendor == "postgresql":
             cursor.execute("DROP FUNCTION IF EXISTS crm_mark_change()")
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-view changes: a user's team, role or status, a team's manager. Connected in CrmConfig.ready.
+
+VIEW_FIELDS_OF_USER = ("team_id", "role", "is_superuser", "is_active")
+
+
+def user_view_changing(sender, instance, raw=False, update_fields=None, **kwargs) -> None:
+    """pre_save of a user: a new team, role or status changes what they (and the managers of the
+    old and new team) see; their cursors expire once it commits."""
+    if raw or instance.pk is None:
+        return
+    if update_fields is not None and not {"team", "team_id", "role", "is_superuser", "is_active"} & set(update_fields):
+        return  # e.g. last_login on every login: nothing that changes the view
+    before = sender.objects.filter(pk=instance.pk).values(*VIEW_FIELDS_OF_USER).first()
+    if before is None or before == {f: getattr(instance, f) for f in VIEW_FIELDS_OF_USER}:
+        return
+    from accounts.models import Team
+
+    teams = {before["team_id"], instance.team_id} - {None}
+    managers = Team.objects.filter(pk__in=teams).values_list("manager_id", flat=True)
+    require_resync({instance.pk, *managers})
+
+
+def team_manager_changing(sender, instance, raw=False, **kwargs) -> None:
+    """pre_save of a team: a new manager; the old one stops seeing the team's customers."""
+    if raw or instance.pk is None:
+        return
+    before = sender.objects.filter(pk=instance.pk).values_list("manager_id", flat=True).first()
+    if before != instance.manager_id:
+        require_resync({before, instance.manager_id})
+
+
+def team_deleting(sender, instance, **kwargs) -> None:
+    """pre_delete of a team: its members lose their team, so its manager stops seeing their customers."""
+    require_resync({instance.manager_id})

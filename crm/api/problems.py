@@ -34,6 +34,14 @@ class Gone(exceptions.APIException):
     default_code = "gone"
 
 
+class NotOnThisDatabase(exceptions.APIException):
+    """A feature that needs PostgreSQL, asked of a development install on SQLite."""
+
+    status_code = status.HTTP_501_NOT_IMPLEMENTED
+    default_detail = "Not available on this database."
+    default_code = "not_implemented"
+
+
 class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The request conflicts with the current state of the data."

@@ -30,7 +30,7 @@ from crm.api.filters import (
     PurchaseFilter,
     UsageFilter,
 )
-from crm.api.problems import Gone
+from crm.api.problems import Gone, NotOnThisDatabase
 from crm.api.throttling import LoginThrottle
 from crm.api.viewsets import LOOKUP, SyncedViewSet
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
@@ -423,7 +423,7 @@ class AnalyticsView(APIView):
         if product is not None and not Product.objects.filter(sku=product).exists():
             raise exceptions.ValidationError({"product": [f"No product with SKU {product!r}."]})
         if question in ("events-before-loss", "events-before-purchase") and connection.vendor != "postgresql":
-            raise exceptions.APIException("This question needs PostgreSQL.")
+            raise NotOnThisDatabase("This question needs PostgreSQL; this server runs on SQLite.")
         limit = p.get("limit", 100)
         if question == "product-buyers":
             if product is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import random
 import threading
 import time
@@ -93,7 +94,7 @@ def test_feed_shows_only_what_the_caller_may_see(api, book, sales_org):
 def test_old_cursor_after_pruning_gets_410(api, sales_org):
     client = api(sales_org["north_rep1"])
     _, cursor = drain(client)
-    old = Cursor(Cursor.decode(cursor).position, int(time.time()) - 100 * 86400).encode()
+    old = Cursor(Cursor.decode(cursor).position, int((time.time() - 100 * 86400) * 1000)).encode()
     Tombstone.objects.create(model="crm.event", object_id=1)
     Tombstone.objects.filter(object_id=1).update(deleted_at=timezone.now() - timedelta(days=95))
     assert sync_log_prune(tombstone_days=90)["tombstones"] == 1
@@ -233,6 +234,8 @@ def test_concurrent_writers_while_a_client_syncs(api, sales_org):
 def test_positions_order_by_transaction_then_sequence():
     assert Position(5, 100) < Position(6, 1)
     assert Cursor.decode(Cursor(Position(7, 9), 123).encode()) == Cursor(Position(7, 9), 123)
+    handed_out_before = base64.urlsafe_b64encode(b"1.7.9.1700000000").decode()  # seconds, version 1
+    assert Cursor.decode(handed_out_before) == Cursor(Position(7, 9), 1_700_000_000_000)
 
 
 def mirror(client, copy=None, cursor=None):
@@ -321,3 +324,50 @@ def test_bulk_upsert_that_moves_customers_tells_the_previous_owner(api, book, sa
     copy, _, changes = mirror(api(a), copy, cursor)
     assert copy == server_view(a)
     assert ("customers", book["a2"]["customer"].pk) in {(c["type"], c["id"]) for c in changes if c["op"] == "deleted"}
+
+
+def feed_status(client, cursor):
+    return client.get("/api/v1/sync/changes/", {"cursor": cursor}).status_code
+
+
+def test_a_rep_changing_team_sends_both_managers_clients_to_a_full_resync(api, book, sales_org):
+    from crm.models import SyncReset
+
+    north_m, south_m, bystander = sales_org["north_manager"], sales_org["south_manager"], sales_org["south_rep1"]
+    clients = {u.pk: api(u) for u in (north_m, south_m, bystander)}
+    cursors = {pk: drain(client)[1] for pk, client in clients.items()}
+    rep = sales_org["north_rep2"]  # owns b1
+    resets = set(SyncReset.objects.values_list("user_id", "reset_at"))  # the fixture's team assignments
+    rep.last_login = timezone.now()
+    rep.save(update_fields=["last_login"])  # nothing that changes a view: no reset
+    assert set(SyncReset.objects.values_list("user_id", "reset_at")) == resets
+
+    rep.team = sales_org["south_team"]
+    rep.save()
+
+    for manager in (north_m, south_m):
+        response = clients[manager.pk].get("/api/v1/sync/changes/", {"cursor": cursors[manager.pk]})
+        assert response.status_code == 410
+        assert "resync in full" in response.json()["detail"]
+    assert feed_status(clients[bystander.pk], cursors[bystander.pk]) == 200
+    for manager in (north_m, south_m):  # the full resync gives each what they see now
+        copy, _, _ = mirror(clients[manager.pk])
+        assert copy == server_view(manager)
+    assert ("customers", book["b1"]["customer"].pk) in server_view(south_m)
+    assert ("customers", book["b1"]["customer"].pk) not in server_view(north_m)
+
+    time.sleep(0.01)  # a cursor from the reset's own millisecond counts as older
+    _, fresh = drain(clients[north_m.pk])
+    assert feed_status(clients[north_m.pk], fresh) == 200
+
+
+def test_a_team_given_to_another_manager_expires_both_managers_cursors(api, book, sales_org):
+    north_m, south_m = sales_org["north_manager"], sales_org["south_manager"]
+    clients = {u.pk: api(u) for u in (north_m, south_m, sales_org["north_rep1"])}
+    cursors = {pk: drain(client)[1] for pk, client in clients.items()}
+    team = sales_org["south_team"]
+    team.manager = north_m
+    team.save()
+    assert feed_status(clients[north_m.pk], cursors[north_m.pk]) == 410
+    assert feed_status(clients[south_m.pk], cursors[south_m.pk]) == 410
+    assert feed_status(clients[sales_org["north_rep1"].pk], cursors[sales_org["north_rep1"].pk]) == 200
