@@ -5,7 +5,7 @@ from django.db import transaction
 
 from clv.summary import summary_apply, summary_apply_product
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Tombstone, Usage
-from crm.services import VIEW_FIELDS, customer_and_owner, record_delete, record_moved
+from crm.services import customer_and_owner, record_delete, record_moved, view_field
 
 
 class SyncedAdmin(admin.ModelAdmin):
@@ -13,9 +13,8 @@ class SyncedAdmin(admin.ModelAdmin):
     a record moved to another customer, or a customer given to another owner (record_moved)."""
 
     def save_model(self, request, obj, form, change):
-        field = VIEW_FIELDS.get(type(obj), "customer")
         before = None
-        if change and field in form.changed_data:
+        if change and view_field(type(obj)) in form.changed_data:
             before = customer_and_owner(type(obj).objects.get(pk=obj.pk))
         super().save_model(request, obj, form, change)
         if before is not None:

@@ -262,19 +262,22 @@ def record_delete(*, instance: models.Model, deleted_by: User | None = None) -> 
         )
 
     tombstones = [tombstone(instance._meta.label_lower, instance.pk, getattr(instance, "external_id", None))]
-    if isinstance(instance, Customer):
-        for relation in SYNCED_CHILDREN:
-            for child in getattr(instance, relation).only("pk", "external_id"):
-                tombstones.append(tombstone(child._meta.label_lower, child.pk, child.external_id))
-        for pk, external_id in Usage.objects.filter(holding__customer=instance).values_list("pk", "external_id"):
-            tombstones.append(tombstone("crm.usage", pk, external_id))
-    elif isinstance(instance, Holding):
-        for usage in instance.usage.only("pk", "external_id"):
-            tombstones.append(tombstone("crm.usage", usage.pk, usage.external_id))
+    for rows in records_under(instance):
+        tombstones += [tombstone(r._meta.label_lower, r.pk, r.external_id) for r in rows.only("pk", "external_id")]
     Tombstone.objects.bulk_create(tombstones)
     instance.delete()  # a customer's CLV summary rows go with it (cascade)
     if isinstance(instance, Purchase):
         summary_apply(customer_ids=[instance.customer_id])
+
+
+def records_under(instance: models.Model) -> list[models.QuerySet]:
+    """The synced records that go where this one goes: a customer's facets (and their usage), a holding's usage."""
+    if isinstance(instance, Customer):
+        return [*(getattr(instance, relation).all() for relation in SYNCED_CHILDREN),
+                Usage.objects.filter(holding__customer=instance)]
+    if isinstance(instance, Holding):
+        return [instance.usage.all()]
+    return []
 
 
 def customer_and_owner(instance: models.Model) -> tuple[int | None, int | None]:
@@ -291,13 +294,14 @@ def customer_and_owner(instance: models.Model) -> tuple[int | None, int | None]:
     return customer_id, owner_id
 
 
-# Fields whose change can take a record out of the view of people who could see it.
-VIEW_FIELDS = {Customer: "owner", Usage: "holding"}
+def view_field(model: type[models.Model]) -> str:
+    """The field whose change can take a record out of the view of people who could see it."""
+    return {Customer: "owner", Usage: "holding"}.get(model, "customer")
 
 
 def _view_before(instance: models.Model, data: dict[str, Any]) -> tuple[int | None, int | None] | None:
     """(customer, owner) the record is seen through, when `data` changes them; else None (no query)."""
-    field = VIEW_FIELDS.get(type(instance), "customer")
+    field = view_field(type(instance))
     if field not in data or instance.pk is None:
         return None
     model_field = instance._meta.get_field(field)
@@ -329,13 +333,7 @@ def record_moved(*, instance: models.Model, before: tuple[int | None, int | None
         )
 
     tombstones = [moved(instance._meta.label_lower, instance.pk, instance.external_id)]
-    children: list[models.QuerySet] = []
-    if isinstance(instance, Customer):
-        children = [getattr(instance, relation).all() for relation in SYNCED_CHILDREN]
-        children.append(Usage.objects.filter(holding__customer=instance))
-    elif isinstance(instance, Holding):
-        children = [instance.usage.all()]
-    for rows in children:
+    for rows in records_under(instance):
         tombstones += [moved(r._meta.label_lower, r.pk, r.external_id) for r in rows.only("pk", "external_id")]
         rows.update(updated_at=models.F("updated_at"))  # the trigger gives each a new place in the feed
     Tombstone.objects.bulk_create(tombstones)
