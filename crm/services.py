@@ -21,6 +21,7 @@ from accounts.models import User
 from clv.summary import summary_apply, summary_apply_product
 from crm.bulk import bulk_insert, insert_instances
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Tombstone, Usage
+from crm.sync import feed_touch
 
 SYNCED_CHILDREN = ("people", "purchases", "holdings", "contacts", "events", "opportunities")
 
@@ -92,6 +93,8 @@ def record_update(*, instance: models.Model, data: dict[str, Any]) -> tuple[mode
         instance.save(update_fields=[*changed, "updated_at"])
         if view_before is not None:
             record_moved(instance=instance, before=view_before)
+        if isinstance(instance, Customer) and "external_id" in changed:
+            feed_touch(records_under(instance))  # their customer_external_id changed with it
         if isinstance(instance, Purchase):  # the purchase may have moved to another day or customer
             summary_apply(customer_ids=[customer_before, instance.customer_id])
         elif isinstance(instance, Product) and "unit_cost" in changed:
@@ -335,7 +338,7 @@ def record_moved(*, instance: models.Model, before: tuple[int | None, int | None
     tombstones = [moved(instance._meta.label_lower, instance.pk, instance.external_id)]
     for rows in records_under(instance):
         tombstones += [moved(r._meta.label_lower, r.pk, r.external_id) for r in rows.only("pk", "external_id")]
-        rows.update(updated_at=models.F("updated_at"))  # the trigger gives each a new place in the feed
+    feed_touch(records_under(instance))
     Tombstone.objects.bulk_create(tombstones)
     return len(tombstones)
 

@@ -157,6 +157,16 @@ def _after(qs, position: Position, xmin: int):
     )
 
 
+def feed_touch(querysets) -> int:
+    """Give these rows a new place in the feed without changing them (the trigger moves them).
+
+    For records whose representation changes through another row: a customer's new
+    external_id is part of every child's `customer_external_id`, so clients must receive the
+    children again. Returns the number of rows touched.
+    """
+    return sum(rows.update(updated_at=models.F("updated_at")) for rows in querysets)
+
+
 def visible_tombstones(user) -> models.QuerySet:
     """Deletions the user may learn of: catalogue ones, and those of customers they could see.
 

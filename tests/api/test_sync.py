@@ -371,3 +371,41 @@ def test_a_team_given_to_another_manager_expires_both_managers_cursors(api, book
     assert feed_status(clients[north_m.pk], cursors[north_m.pk]) == 410
     assert feed_status(clients[south_m.pk], cursors[south_m.pk]) == 410
     assert feed_status(clients[sales_org["north_rep1"].pk], cursors[sales_org["north_rep1"].pk]) == 200
+
+
+def mirror_data(client, copy=None, cursor=None):
+    """Like mirror(), keeping each record's data as the feed sent it."""
+    copy = {} if copy is None else copy
+    changes, cursor = drain(client, cursor)
+    for c in changes:
+        if c["op"] == "deleted":
+            copy.pop((c["type"], c["id"]), None)
+        else:
+            copy[(c["type"], c["id"])] = c["data"]
+    return copy, cursor
+
+
+CHILD_TYPES = ("people", "purchases", "holdings", "contacts", "events", "opportunities")
+
+
+def test_a_new_customer_external_id_reaches_the_synced_copies_of_its_children(api, book, sales_org):
+    rep = sales_org["north_rep1"]
+    client = api(rep)
+    copy, cursor = mirror_data(client)
+    customer = book["a1"]["customer"]
+    children = {key for key, data in copy.items() if key[0] in CHILD_TYPES and data["customer"] == customer.pk}
+    assert {name for name, _ in children} == set(CHILD_TYPES)
+    assert {copy[key]["customer_external_id"] for key in children} == {"C-a1"}
+
+    response = client.patch(f"/api/v1/customers/{customer.pk}/", {"external_id": "C-a1-renamed"}, format="json")
+    assert response.status_code == 200, response.json()
+    copy, cursor = mirror_data(client, copy, cursor)
+    assert {copy[key]["customer_external_id"] for key in children} == {"C-a1-renamed"}
+
+    services.record_update(instance=Customer.objects.get(pk=customer.pk), data={"external_id": None})
+    copy, cursor = mirror_data(client, copy, cursor)
+    assert {copy[key]["customer_external_id"] for key in children} == {None}
+    # another change of the customer leaves its children where they are in the feed
+    services.record_update(instance=Customer.objects.get(pk=customer.pk), data={"notes": "just a note"})
+    changes, _ = drain(client, cursor)
+    assert [(c["type"], c["id"]) for c in changes] == [("customers", customer.pk)]
