@@ -200,7 +200,14 @@ class CustomerValueViewSet(viewsets.ReadOnlyModelViewSet):
         if run is None:
             qs = qs.filter(run__is_current=True)
         elif run.isdigit() and 0 < int(run) < 2**63:
-            qs = qs.filter(run_id=int(run))
+            status = ClvRun.objects.filter(pk=int(run)).values_list("status", flat=True).first()
+            if status is not None and status != ClvRun.Status.SUCCEEDED:
+                # A running sharded run has some of its values written, a failed one may have had:
+                # only a run that succeeded as a whole is ever read.
+                raise exceptions.ValidationError(
+                    {"run": [f"Run {run} is {status}: only the values of a run that succeeded can be read."]}
+                )
+            qs = qs.filter(run_id=int(run), run__status=ClvRun.Status.SUCCEEDED)
         else:
             raise exceptions.ValidationError({"run": ["Give a run id."]})
         return qs.select_related("run", "customer")
