@@ -53,15 +53,27 @@ _RAW_TYPES = frozenset({
 })
 
 
-def insert_instances(model: type[models.Model], instances: Sequence[models.Model]) -> None:
+def insert_instances(
+    model: type[models.Model], instances: Sequence[models.Model], *, skip_taken: str | None = None
+) -> list[models.Model]:
     """bulk_create for one batch of new instances: one INSERT ... SELECT FROM unnest(column arrays) RETURNING id
     on PostgreSQL (one parameter per column, not per value), setting each instance's primary key.
 
     auto_now / auto_now_add fields are filled as bulk_create fills them. Elsewhere: bulk_create.
+
+    skip_taken names a unique field (PostgreSQL): rows whose value of it is taken, also by a
+    concurrent transaction that commits while this one waits, are not inserted (ON CONFLICT DO
+    NOTHING) and are returned, without a primary key; every value of it must be set. Rows are
+    inserted in the order of that field, so two batches sharing new keys queue on the first
+    shared one instead of deadlocking. Returns the instances not inserted.
     """
     if connection.vendor != "postgresql" or not instances:
         model.objects.bulk_create(instances)
-        return
+        return []
+    if skip_taken is not None:
+        if any(getattr(obj, skip_taken) is None for obj in instances):
+            raise ValueError(f"insert_instances: every row needs its {skip_taken} to skip taken ones")
+        instances = sorted(instances, key=lambda obj: getattr(obj, skip_taken))
     opts = model._meta
     fields = [f for f in opts.concrete_fields if not f.primary_key]
     stamped = [f for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
@@ -77,18 +89,31 @@ def insert_instances(model: type[models.Model], instances: Sequence[models.Model
     quote = connection.ops.quote_name
     arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
     sql = (f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-           f"SELECT * FROM unnest({arrays}) RETURNING {quote(opts.pk.column)}")
+           f"SELECT * FROM unnest({arrays})")
+    if skip_taken is None:
+        sql += f" RETURNING {quote(opts.pk.column)}"
+    else:
+        key_column = quote(opts.get_field(skip_taken).column)
+        sql += (f" ON CONFLICT ({key_column}) DO NOTHING"
+                f" RETURNING {quote(opts.pk.column)}, {key_column}")
     with connection.cursor() as cursor:
         cursor.execute(sql, columns)
-        ids = [row[0] for row in cursor.fetchall()]
-    if len(ids) != len(instances):
-        raise RuntimeError(f"insert_instances: {len(ids)} ids returned for {len(instances)} rows")
+        returned = cursor.fetchall()
+    if skip_taken is not None:
+        ids_by_key = {key: pk for pk, key in returned}
+        inserted = [obj for obj in instances if getattr(obj, skip_taken) in ids_by_key]
+        ids = [ids_by_key[getattr(obj, skip_taken)] for obj in inserted]
+    else:
+        inserted, ids = list(instances), [row[0] for row in returned]
+        if len(ids) != len(instances):
+            raise RuntimeError(f"insert_instances: {len(ids)} ids returned for {len(instances)} rows")
     # INSERT ... SELECT FROM unnest returns rows in the order of the arrays (as a multi-row
     # VALUES does for bulk_create); checked in tests/crm/test_bulk.py.
-    for obj, pk in zip(instances, ids, strict=True):
+    for obj, pk in zip(inserted, ids, strict=True):
         obj.pk = pk
         obj._state.adding = False
         obj._state.db = connection.alias
+    return [obj for obj in instances if obj.pk is None]
 
 
 def _copy(table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> int:

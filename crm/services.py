@@ -20,6 +20,7 @@ from django.utils import timezone
 from accounts.models import User
 from clv.summary import summary_apply, summary_apply_product
 from crm.bulk import bulk_insert, insert_instances
+from crm.conflicts import ConcurrentWrite
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Tombstone, Usage
 from crm.sync import feed_touch
 
@@ -113,6 +114,16 @@ class RecordErrors(Exception):
         super().__init__(f"{len(errors)} invalid record(s)")
 
 
+def records_locked(*, model: type[models.Model], external_ids: Iterable[str]) -> dict[str, models.Model]:
+    """The stored rows with these external_ids, locked for update until the transaction ends.
+
+    Locked in id order, the one order every batch uses, so two batches sharing rows queue
+    behind each other instead of deadlocking.
+    """
+    rows = model.objects.select_for_update().filter(external_id__in=list(external_ids)).order_by("pk")
+    return {row.external_id: row for row in rows}
+
+
 @transaction.atomic
 def records_upsert(
     *, model: type[models.Model], records: list[dict[str, Any]], existing: dict[str, models.Model]
@@ -120,10 +131,12 @@ def records_upsert(
     """Create or update many records keyed by external_id, in one transaction.
 
     `records` are validated values (each with its external_id); `existing` maps the
-    external_ids already stored to their rows (locked by the caller). Returns, per record,
-    ("created" | "updated" | "unchanged", row). A record equal to what is stored is not
-    written at all: no new `updated_at`, no change-feed entry, so a replayed batch is a no-op.
-    Raises RecordErrors naming the records the database refuses; nothing is written then.
+    external_ids already stored to their rows (locked by the caller, see records_locked).
+    Returns, per record, ("created" | "updated" | "unchanged", row). A record equal to what is
+    stored is not written at all: no new `updated_at`, no change-feed entry, so a replayed
+    batch is a no-op. Raises RecordErrors naming the records the database refuses, and
+    ConcurrentWrite when a concurrent request created one of the new external_ids first
+    (send the batch again: crm.conflicts.retrying); nothing is written then.
     """
     now = timezone.now()
     results: list[tuple[str, models.Model]] = []
@@ -156,9 +169,12 @@ def records_upsert(
             results.append(("updated" if changed else "unchanged", row))
         if many:
             many_values.append((row, many, row in to_create))
+    keyed = all(row.external_id for row in to_create)
     try:
         with transaction.atomic():
-            insert_instances(model, to_create)
+            taken = insert_instances(model, to_create, skip_taken="external_id" if keyed else None)
+            if taken:  # created meanwhile by a concurrent request (which this one waited for)
+                raise ConcurrentWrite([row.external_id for row in taken])
             if to_update:
                 _bulk_update(model, to_update, [*sorted(update_fields), "updated_at"])
     except IntegrityError:
@@ -218,8 +234,12 @@ def _bulk_update(model: type[models.Model], rows: list[models.Model], fields: li
 
 
 def _find_refused(results: list[tuple[str, models.Model]]) -> dict[int, dict[str, list[str]]]:
-    """Write the batch again record by record (then roll it all back) to name the refused ones."""
+    """Write the batch again record by record (then roll it all back) to name the refused ones.
+
+    Raises ConcurrentWrite when the refusal came from a concurrent request, not from a record.
+    """
     errors: dict[int, dict[str, list[str]]] = {}
+    raced: list[str] = []
     try:
         with transaction.atomic():
             for index, (result, row) in enumerate(results):
@@ -232,13 +252,17 @@ def _find_refused(results: list[tuple[str, models.Model]]) -> dict[int, dict[str
                             row.pk = None
                         row.save(force_insert=result == "created")
                 except ValidationError as exc:
+                    if result == "created" and "external_id" in exc.message_dict:
+                        raced.append(row.external_id)  # stored since the batch looked its keys up
                     errors[index] = exc.message_dict
                 except IntegrityError as exc:
                     errors[index] = {"": [f"The database refused this record: {str(exc).splitlines()[0]}"]}
             raise _Rollback
     except _Rollback:
         pass
-    return errors or {-1: {"": ["The batch conflicts with records written at the same time; send it again."]}}
+    if raced or not errors:  # nothing wrong with the records: a concurrent request wrote some of them
+        raise ConcurrentWrite(raced)
+    return errors
 
 
 def _purchases_written(*, created: list[Purchase]) -> None:

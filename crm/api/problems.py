@@ -10,11 +10,13 @@ import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError, IntegrityError
+from django.db import DataError, IntegrityError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from crm.conflicts import RETRY_AFTER_SECONDS, lost_a_race
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,25 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
+class WriteConflict(exceptions.APIException):
+    """The write lost a race with a concurrent one (the server already tried again): send it again."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = ("A concurrent request wrote the same records; nothing of this request was written. "
+                      "Send the same request again after Retry-After seconds.")
+    default_code = "concurrent_write"
+    retry_after = RETRY_AFTER_SECONDS
+
+
+class DatabaseUnavailable(exceptions.APIException):
+    """The database connection failed (restart, failover): nothing was written; send it again later."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The database is not reachable just now; nothing was written. Send the request again later."
+    default_code = "service_unavailable"
+    retry_after = 5
+
+
 class BulkInvalid(exceptions.APIException):
     """A bulk request with invalid records: nothing was written. `detail` is a list of record errors."""
 
@@ -74,6 +95,7 @@ TITLES = {
     422: "Some records are not valid.",
     429: "Too many requests.",
     500: "Server error.",
+    503: "Service unavailable.",
 }
 
 
@@ -122,7 +144,13 @@ def _django_validation_detail(exc: DjangoValidationError):
 
 def exception_handler(exc, context):
     """DRF's handler, then reshaped as problem details; unexpected errors stay 500s (logged)."""
-    if isinstance(exc, DjangoValidationError):
+    if lost_a_race(exc):
+        logger.info("write lost a race, answered 409: %s", exc)
+        exc = WriteConflict()
+    elif isinstance(exc, OperationalError):
+        logger.warning("database unavailable, answered 503: %s", exc)
+        exc = DatabaseUnavailable()
+    elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(_django_validation_detail(exc))
     elif isinstance(exc, DataError):
         logger.info("data error turned into 400: %s", exc)
@@ -158,6 +186,9 @@ def exception_handler(exc, context):
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
             body["retry_after"] = int(exc.wait) + 1
             response["Retry-After"] = str(int(exc.wait) + 1)
+        elif isinstance(exc, WriteConflict | DatabaseUnavailable):
+            body["retry_after"] = exc.retry_after
+            response["Retry-After"] = str(exc.retry_after)
     response.data = body
     response.content_type = PROBLEM_CONTENT_TYPE
     return response

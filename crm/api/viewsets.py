@@ -28,6 +28,7 @@ from crm import services
 from crm.api import fast
 from crm.api.problems import BulkInvalid, PreconditionFailed, flatten_errors
 from crm.api.serializers import prefetch_refs, run_validation_for
+from crm.conflicts import retrying
 from crm.models import IdempotencyRecord
 
 EXTERNAL_PREFIX = "ext:"
@@ -260,7 +261,8 @@ class SyncedViewSet(viewsets.ModelViewSet):
     )
     @action(detail=False, methods=["post"], url_path="bulk")
     def bulk(self, request, *args, **kwargs):
-        return self.idempotent(request, lambda: self._bulk(request))
+        # A batch that lost a race with a concurrent one (deadlock, a new key created meanwhile) runs again.
+        return self.idempotent(request, lambda: retrying(lambda: self._bulk(request)))
 
     def _bulk(self, request) -> Response:
         records = request.data.get("records") if isinstance(request.data, dict) else None
@@ -294,10 +296,7 @@ class SyncedViewSet(viewsets.ModelViewSet):
         if errors:
             raise BulkInvalid(errors)
         with transaction.atomic():
-            stored = {
-                row.external_id: row
-                for row in self.model.objects.select_for_update().filter(external_id__in=keys)
-            }
+            stored = services.records_locked(model=self.model, external_ids=keys)
             visible = set(
                 self.get_queryset().filter(external_id__in=list(stored)).values_list("external_id", flat=True)
             ) if stored else set()
