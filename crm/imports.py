@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TextIO
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -23,7 +24,7 @@ from clv.models import PurchaseDay, PurchaseSummary
 from clv.summary import summary_deferred
 from crm.bulk import bulk_insert, refresh_statistics
 from crm.models import Customer, Product, Purchase
-from crm.services import purchases_bulk_insert
+from crm.services import purchase_plausible, purchases_bulk_insert
 
 REQUIRED_COLUMNS = ("customer_external_id", "purchased_at", "amount")
 OPTIONAL_COLUMNS = ("product_sku", "quantity", "unit_cost", "order_ref")
@@ -172,6 +173,10 @@ def _parse(row, index, line, customers, products, date_format, now) -> tuple:
     if len(order_ref) > 100:
         raise ImportError_(line, "order_ref is longer than 100 characters")
     unit_price = (amount / quantity).quantize(MONEY)
+    try:
+        purchase_plausible(amount=amount, unit_price=unit_price)
+    except ValidationError as exc:
+        raise ImportError_(line, " ".join(exc.messages)) from None
     return (customers.note(external_id), product_id, quantity, unit_price, amount.quantize(MONEY),
             None if unit_cost is None else unit_cost.quantize(MONEY), purchased_at, order_ref, None, now, now)
 

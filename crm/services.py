@@ -13,6 +13,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
@@ -414,7 +415,23 @@ def purchase_amounts(
         amount = (quantity * Decimal(unit_price)).quantize(Decimal("0.01"))
     if unit_price is None:
         unit_price = (Decimal(amount) / quantity).quantize(Decimal("0.01")) if quantity else Decimal(amount)
+    purchase_plausible(amount=Decimal(amount), unit_price=Decimal(unit_price))
     return Decimal(amount), Decimal(unit_price)
+
+
+def purchase_plausible(*, amount: Decimal, unit_price: Decimal) -> None:
+    """Refuse a purchase line above CRM_PURCHASE_AMOUNT_MAX (raises ValidationError naming the field).
+
+    One mistyped line would dominate its customer's value and the spend model of every run;
+    the CLV run also caps implausible spend (clv.engine.outliers), this refuses it at the door.
+    """
+    bound = Decimal(settings.CRM_PURCHASE_AMOUNT_MAX)
+    errors = {
+        name: f"At most {bound:,.2f} per purchase line (the CRM_PURCHASE_AMOUNT_MAX setting); got {value:,.2f}."
+        for name, value in (("amount", amount), ("unit_price", unit_price)) if value > bound
+    }
+    if errors:
+        raise ValidationError(errors)
 
 
 @transaction.atomic
