@@ -25,13 +25,14 @@ from decimal import Decimal
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, DecimalField, Q, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from clv import engine
 from clv.engine import holdout as engine_holdout
+from clv.engine.outliers import SPEND_OUTLIER_MADS, cap_spend, spend_bounds, spend_fit_monetary
 from clv.engine.pipeline import ScoreSettings
 from clv.engine.summary import CustomerSummary
 from clv.models import ClvRun, CustomerValue, PortfolioSnapshot
@@ -104,26 +105,67 @@ def holdout_counts(*, after: date, until: date) -> dict[int, int]:
         return dict(cursor.fetchall())
 
 
+LOCK_POLL_SECONDS = 0.2
+# How often the server checks that the client of a run's session is still there, even while
+# that session waits for a lock or runs a long query: a killed worker's session then ends
+# (and lets go of the run lock) within about this long, not when its query finally ends.
+CLIENT_CHECK_INTERVAL = "1s"
+ABANDONED = "abandoned"  # how the error of a run whose worker died begins
+
+
 @contextmanager
-def run_lock():
-    """Hold the single CLV-run lock, or raise ClvRunAlreadyRunning."""
+def run_lock(wait_seconds: float | None = None):
+    """Hold the single CLV-run lock, or raise ClvRunAlreadyRunning after waiting `wait_seconds`
+    (default CLV_RUN_LOCK_WAIT_SECONDS) for it.
+
+    PostgreSQL: a session advisory lock, held by the run's connection; it goes when that
+    session ends, so a worker that dies cannot keep it. Elsewhere: a cache key.
+    """
+    wait = settings.CLV_RUN_LOCK_WAIT_SECONDS if wait_seconds is None else wait_seconds
+    deadline = time.monotonic() + wait
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])
-            if not cursor.fetchone()[0]:
-                raise ClvRunAlreadyRunning("another CLV run is in progress")
+            if connection.pg_version >= 140000:
+                cursor.execute(f"SET client_connection_check_interval = '{CLIENT_CHECK_INTERVAL}'")
+            while True:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])
+                if cursor.fetchone()[0]:
+                    break
+                if time.monotonic() >= deadline:
+                    raise ClvRunAlreadyRunning("another CLV run is in progress")
+                time.sleep(LOCK_POLL_SECONDS)
         try:
             yield
         finally:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+            _unlock()
     else:
-        if not cache.add("clv-run-lock", "1", timeout=6 * 3600):
-            raise ClvRunAlreadyRunning("another CLV run is in progress")
+        while not cache.add("clv-run-lock", "1", timeout=6 * 3600):
+            if time.monotonic() >= deadline:
+                raise ClvRunAlreadyRunning("another CLV run is in progress")
+            time.sleep(LOCK_POLL_SECONDS)
         try:
             yield
         finally:
             cache.delete("clv-run-lock")
+
+
+def _unlock() -> None:
+    """Let go of the advisory lock; when the connection was lost, the lock went with its session."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+    except DatabaseError:
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+def _usable_connection() -> None:
+    """Replace the connection if the server ended it (terminated, restarted, failed over), so a
+    failure can still be recorded; inside a transaction there is nothing to replace."""
+    if connection.in_atomic_block or connection.connection is None:
+        return
+    if not connection.is_usable():
+        connection.close()  # the next query opens a new one
 
 
 def run_clv(
@@ -152,6 +194,7 @@ def run_clv(
         "shards": max(1, settings.CLV_SHARDS if shards is None else int(shards)),
     }
     with run_lock():
+        _fail_lockless_runs()
         _refuse_while_shards_score()
         run = ClvRun.objects.create(as_of=as_of, started_at=timezone.now(), settings=run_settings,
                                     model=run_settings["model"])
@@ -164,14 +207,65 @@ def run_clv(
     return run
 
 
+def runs_fail_abandoned() -> list[int]:
+    """Mark failed every running run that no worker is working on any more; returns their ids.
+
+    A run that is not scoring on shards holds the run lock for as long as it lives, so while
+    the lock is free such a run is dead (its worker was killed; the server ended its session
+    and the lock with it). A sharded run whose shards score on workers is abandoned after
+    CLV_RUN_TIMEOUT_MINUTES. Cheap and safe at any time: the runs page, Recompute now, a
+    new run and a task every few minutes call it.
+    """
+    failed = _fail_timed_out_shards()
+    if ClvRun.objects.filter(status=ClvRun.Status.RUNNING).exists():
+        try:
+            with run_lock(wait_seconds=0):
+                failed += _fail_lockless_runs()
+        except ClvRunAlreadyRunning:
+            pass  # a run holds the lock: it is alive
+    return failed
+
+
+def _scoring_on_shards(run_settings: dict, diagnostics: dict) -> bool:
+    """Has the run handed its shards to workers (and let go of the lock)?"""
+    return (run_settings or {}).get("shards", 1) > 1 and bool((diagnostics or {}).get("shards", {}).get("ranges"))
+
+
+def _fail_lockless_runs() -> list[int]:
+    """With the run lock held: every running run that is not scoring on shards has lost its worker."""
+    running = ClvRun.objects.filter(status=ClvRun.Status.RUNNING).values_list("pk", "settings", "diagnostics")
+    dead = [pk for pk, run_settings, diagnostics in running if not _scoring_on_shards(run_settings, diagnostics)]
+    for pk in dead:
+        run_fail(run_id=pk, error=f"{ABANDONED}: its worker stopped during the run (the run lock was no longer held)")
+    return dead
+
+
+def _fail_timed_out_shards() -> list[int]:
+    cutoff = timezone.now() - timedelta(minutes=settings.CLV_RUN_TIMEOUT_MINUTES)
+    stale = list(ClvRun.objects.filter(status=ClvRun.Status.RUNNING, settings__shards__gt=1, started_at__lt=cutoff)
+                 .values_list("pk", flat=True))
+    for pk in stale:
+        run_fail(run_id=pk, error=f"{ABANDONED}: its shards did not finish within {settings.CLV_RUN_TIMEOUT_MINUTES} min")
+    return stale
+
+
+def worker_losses_in_a_row() -> int:
+    """How many of the latest runs, started within CLV_RUN_TIMEOUT_MINUTES, lost their worker, in a row."""
+    since = timezone.now() - timedelta(minutes=settings.CLV_RUN_TIMEOUT_MINUTES)
+    losses = 0
+    for status, error in ClvRun.objects.filter(started_at__gte=since).order_by("-started_at", "-pk").values_list(
+        "status", "error"
+    ):
+        if status != ClvRun.Status.FAILED or not error.startswith(f"{ABANDONED}: its worker"):
+            break
+        losses += 1
+    return losses
+
+
 def _refuse_while_shards_score() -> None:
     """A sharded run outlives the lock (its shards run on workers): it blocks new runs until done or timed out."""
-    now = timezone.now()
-    running = ClvRun.objects.filter(status=ClvRun.Status.RUNNING, settings__shards__gt=1)
-    cutoff = now - timedelta(minutes=settings.CLV_RUN_TIMEOUT_MINUTES)
-    for stale in running.filter(started_at__lt=cutoff).values_list("pk", flat=True):
-        run_fail(run_id=stale, error=f"abandoned: its shards did not finish within {settings.CLV_RUN_TIMEOUT_MINUTES} min")
-    if running.filter(started_at__gte=cutoff).exists():
+    _fail_timed_out_shards()
+    if ClvRun.objects.filter(status=ClvRun.Status.RUNNING, settings__shards__gt=1).exists():
         raise ClvRunAlreadyRunning("another CLV run is in progress (its shards are still scoring)")
 
 
@@ -196,6 +290,8 @@ def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
     clock.phase("summary_check")
     summary = _read(source.name, run.as_of, run_settings["default_margin"])
     clock.phase("summary")
+    bounds = spend_bounds(summary)
+    summary, historical, capped = _spend_bounded(summary, bounds)
     total_value = float(summary.total_value.sum())
     margin_ratio = float(summary.total_margin.sum()) / total_value if total_value > 0 else run_settings["default_margin"]
     margin_ratio = min(max(margin_ratio, 0.0), 1.0)
@@ -208,7 +304,7 @@ def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
     )
     fit_started = time.perf_counter()
     params, fit_diagnostics = engine.fit(
-        summary.frequency, summary.recency, summary.T, summary.monetary, model=run_settings["model"],
+        summary.frequency, summary.recency, summary.T, spend_fit_monetary(summary, capped), model=run_settings["model"],
         settings=score_settings,
     )
     detail = {"fit_seconds": round(time.perf_counter() - fit_started, 4)}
@@ -216,11 +312,18 @@ def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
     scores = None
     if not sharded:
         score_started = time.perf_counter()
-        scores = _score(params, summary)
+        scores = _score(params, summary, historical)
         detail["score_seconds"] = round(time.perf_counter() - score_started, 4)
     clock.phase("fit_score")
     diagnostics = dict(fit_diagnostics)
     diagnostics["margin_ratio"] = margin_ratio
+    diagnostics["spend_outliers"] = {
+        "rule": f"average value per purchase occasion above exp(median + {SPEND_OUTLIER_MADS:g} x spread) of "
+                "log values (spread: scaled median absolute deviation); left out of the spend fit and, in the "
+                "scores, given the highest value per occasion below the threshold",
+        "threshold": bounds and bounds[0], "capped_to": bounds and bounds[1], "customers": int(capped.sum()),
+        "customer_ids": [int(c) for c in summary.customer_ids[capped][:20]],
+    }
     diagnostics["summary_source"] = {"source": source.name, "reason": source.reason}
     diagnostics["holdout"] = _holdout(run.as_of, run_settings, source.name)
     clock.phase("holdout")
@@ -257,11 +360,21 @@ def _read(source: str, as_of: date, default_margin: float, first_id: int = 0, en
     return read_summary(source=source, as_of=as_of, default_margin=default_margin, first_id=first_id, end_id=end_id)
 
 
-def _score(params: dict, summary: CustomerSummary) -> dict[str, np.ndarray]:
+def _score(params: dict, summary: CustomerSummary, historical_margin: np.ndarray | None = None) -> dict[str, np.ndarray]:
     return engine.score(
         params, summary.frequency, summary.recency, summary.T, summary.monetary,
-        total_value=summary.total_value, historical_margin=summary.total_margin,
+        total_value=summary.total_value,
+        historical_margin=summary.total_margin if historical_margin is None else historical_margin,
     )
+
+
+def _spend_bounded(
+    summary: CustomerSummary, bounds: tuple[float, float] | None
+) -> tuple[CustomerSummary, np.ndarray | None, np.ndarray]:
+    """The summary with implausible spend capped (clv.engine.outliers) for the scores; the margin so
+    far as recorded (shown as historical value); the mask of the customers capped."""
+    bounded, capped = cap_spend(summary, bounds)
+    return bounded, summary.total_margin, capped
 
 
 def _holdout(as_of: date, run_settings: dict, source: str = "lines") -> dict:
@@ -360,8 +473,11 @@ def score_shard(*, run_id: int, shard: int, first_id: int, end_id: int | None) -
         return {"shard": shard, "skipped": f"run {run_id} is {run.status}"}
     source = run.diagnostics["summary_source"]["source"]
     summary = _read(source, run.as_of, run.settings["default_margin"], first_id=first_id, end_id=end_id)
+    outliers = run.diagnostics.get("spend_outliers", {})
+    bounds = (outliers["threshold"], outliers["capped_to"]) if outliers.get("threshold") else None
+    summary, historical, _ = _spend_bounded(summary, bounds)
     read_seconds = time.perf_counter() - started
-    scores = _score(run.params, summary)
+    scores = _score(run.params, summary, historical)
     score_seconds = time.perf_counter() - started - read_seconds
     with transaction.atomic():
         if not _still_running(run_id):  # failed meanwhile (another shard): write nothing
@@ -424,7 +540,12 @@ def finish_sharded_run(*, run_id: int, shard_results: list[dict]) -> bool:
 
 
 def run_fail(*, run_id: int, error: str) -> None:
-    """Mark a running run failed and drop any values its shards wrote; the current run stays current."""
+    """Mark a running run failed and drop any values its shards wrote; the current run stays current.
+
+    Works after the run lost its database connection (it opens a new one), so a run is never
+    left `running` by the failure it records.
+    """
+    _usable_connection()
     with transaction.atomic():
         failed = ClvRun.objects.filter(pk=run_id, status=ClvRun.Status.RUNNING).update(
             status=ClvRun.Status.FAILED, finished_at=timezone.now(), error=error[:10_000]

@@ -127,6 +127,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task taken by a worker that dies without acknowledging it (kill -9 of the whole worker, a
+# lost host) is handed out again after this many seconds. It must exceed the longest task
+# (a full CLV run took 13 s on 1,000,000 customers), or a task still running is handed out
+# twice (harmless for the CLV tasks, see docs/reliability.md, but wasted work). kombu's
+# default is an hour.
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=1800)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 
 # The nightly CLV recomputation; the time of day is configurable.
 CLV_NIGHTLY_HOUR = env.int("CLV_NIGHTLY_HOUR", default=2)
@@ -135,6 +142,10 @@ CELERY_BEAT_SCHEDULE = {
     "clv-nightly-run": {
         "task": "clv.tasks.run_clv_task",
         "schedule": crontab(hour=CLV_NIGHTLY_HOUR, minute=CLV_NIGHTLY_MINUTE),
+    },
+    "clv-fail-abandoned-runs": {  # a run whose worker died is marked failed within minutes
+        "task": "clv.tasks.fail_abandoned_runs_task",
+        "schedule": crontab(minute="*/5"),
     },
     "sync-log-prune": {
         "task": "crm.tasks.prune_sync_log_task",
@@ -151,6 +162,9 @@ else:
 API_PAGE_SIZE = env.int("API_PAGE_SIZE", default=50)
 API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=500)
 API_BULK_MAX = env.int("API_BULK_MAX", default=1000)
+# The largest amount (and unit price) of one purchase line the CRM accepts, in the CRM's
+# currency: a bound on mistyped values, checked by crm.services for pages, API and imports.
+CRM_PURCHASE_AMOUNT_MAX = env.int("CRM_PURCHASE_AMOUNT_MAX", default=100_000_000)
 API_THROTTLE_RATES = {
     "api": env.str("API_RATE", default="1200/min"),  # per token (or per user for the browser session)
     "login": env.str("API_LOGIN_RATE", default="20/min"),  # token requests, per client address
@@ -216,3 +230,14 @@ CLV_MODEL = env.str("CLV_MODEL", default="bgnbd")
 CLV_SHARDS = env.int("CLV_SHARDS", default=1)
 # A sharded run whose shards have not finished after this long is marked failed by the next run.
 CLV_RUN_TIMEOUT_MINUTES = env.int("CLV_RUN_TIMEOUT_MINUTES", default=120)
+# A new run waits this long for the run lock before it gives way to the run holding it (the
+# session of a worker killed a moment ago lets go of the lock within about a second).
+CLV_RUN_LOCK_WAIT_SECONDS = env.float("CLV_RUN_LOCK_WAIT_SECONDS", default=10.0)
+# The run task retries transient database errors (a lost connection, a failover) after about
+# this many seconds, doubling each time, at most CLV_RUN_RETRIES times.
+CLV_RETRY_BACKOFF_SECONDS = env.int("CLV_RETRY_BACKOFF_SECONDS", default=30)
+CLV_RUN_RETRIES = env.int("CLV_RUN_RETRIES", default=3)
+# A run handed out again after its worker died, when this many runs in a row lost their
+# worker within CLV_RUN_TIMEOUT_MINUTES, is not started again (it would likely kill the
+# next worker too, e.g. out of memory); the next scheduled or manual run tries again.
+CLV_RUN_MAX_WORKER_LOSSES = env.int("CLV_RUN_MAX_WORKER_LOSSES", default=3)

@@ -7,6 +7,10 @@ written as given, so callers fill `created_at` / `updated_at` themselves.
 For columns of numbers (the CLV run reads a million summary rows and writes a million
 values) `copy_arrays` and `fetch_arrays` move numpy arrays through binary COPY, with no
 Python object per value.
+
+COPY goes through psycopg2's own cursor; its errors are turned into Django's (a lost
+connection is django.db.OperationalError, as on every other path), so callers and task
+retries see one kind of error and Django knows to replace the broken connection.
 """
 
 from __future__ import annotations
@@ -128,12 +132,14 @@ def _copy(table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> int:
         written += 1
         if written % COPY_CHUNK_ROWS == 0:
             buffer.seek(0)
-            raw.copy_expert(sql, buffer)
+            with connection.wrap_database_errors:
+                raw.copy_expert(sql, buffer)
             buffer.seek(0)
             buffer.truncate()
     if buffer.tell():
         buffer.seek(0)
-        raw.copy_expert(sql, buffer)
+        with connection.wrap_database_errors:
+            raw.copy_expert(sql, buffer)
     return written
 
 
@@ -209,7 +215,8 @@ def _copy_binary(table: str, names: list[str], kinds: list[str], arrays: list[np
                     _encode_money(rows[f"val{i}"], values[start:stop])
                 else:
                     rows[f"val{i}"] = values[start:stop]
-            cursor.cursor.copy_expert(sql, io.BytesIO(_COPY_HEADER + rows.tobytes() + _COPY_TRAILER))
+            with connection.wrap_database_errors:
+                cursor.cursor.copy_expert(sql, io.BytesIO(_COPY_HEADER + rows.tobytes() + _COPY_TRAILER))
     return n
 
 
@@ -248,7 +255,7 @@ def fetch_arrays(sql: str, params: Sequence, kinds: Sequence[str]) -> list[np.nd
             rows = cursor.fetchall()
         return [np.array([row[i] for row in rows], dtype=t) for i, t in enumerate(native)]
     buffer = io.BytesIO()
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor, connection.wrap_database_errors:
         query = cursor.cursor.mogrify(sql, params).decode()
         cursor.cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT binary)", buffer)
     data = buffer.getvalue()

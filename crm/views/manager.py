@@ -176,6 +176,7 @@ def _phase_list(timings) -> list[tuple[str, float]]:
 @manager_required
 @require_GET
 def clv_runs(request):
+    _fail_abandoned_runs()  # a run whose worker died is shown as failed, not as running
     context = {"rows": _run_rows(dash.clv_runs()), "clv_ready": clv_ready(), "running": dash.running_run()}
     return render(request, "crm/clv_runs.html", context)
 
@@ -184,6 +185,7 @@ def clv_runs(request):
 @require_POST
 def clv_recompute(request):
     """Queue a CLV run (unless one is running) and answer with a progress box that polls until done."""
+    _fail_abandoned_runs()  # a dead run does not block a new one
     running = dash.running_run()
     since = timezone.now() - timedelta(seconds=1)
     if running is not None and running.started_at and timezone.now() - running.started_at < STALE_RUN_AFTER:
@@ -200,6 +202,14 @@ def clv_recompute(request):
         messages.info(request, note)
         return redirect("crm:clv_runs")
     return _progress(request, since, note=note)
+
+
+def _fail_abandoned_runs() -> None:
+    try:
+        from clv.services import runs_fail_abandoned
+    except ImportError:
+        return
+    runs_fail_abandoned()
 
 
 def _recompute_unavailable(request):

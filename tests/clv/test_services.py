@@ -148,8 +148,10 @@ def test_no_purchases_is_a_failed_run_with_a_clear_error():
 
 
 @pytest.mark.postgres
-def test_two_runs_cannot_overlap(small_book):
+def test_two_runs_cannot_overlap(small_book, settings):
     from django.db import connections
+
+    settings.CLV_RUN_LOCK_WAIT_SECONDS = 0.5  # the second run waits this long for the lock, then gives way
 
     other = connections.create_connection("default")
     try:
@@ -267,7 +269,8 @@ def test_a_failed_shard_fails_the_run_and_keeps_the_previous_one(small_book, mon
 
 
 def test_a_sharded_run_still_scoring_blocks_new_runs_until_it_times_out(small_book, settings):
-    scoring = ClvRun.objects.create(as_of=AS_OF, started_at=timezone.now(), settings={"shards": 2})
+    scoring = ClvRun.objects.create(as_of=AS_OF, started_at=timezone.now(), settings={"shards": 2},
+                                    diagnostics={"shards": {"ranges": [[0, 10], [10, None]]}})  # handed to workers
     with pytest.raises(services.ClvRunAlreadyRunning, match="shards"):
         services.run_clv(as_of=AS_OF)
     ClvRun.objects.filter(pk=scoring.pk).update(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from contextlib import contextmanager
 from datetime import date
 
 import pytest
@@ -181,11 +182,34 @@ def test_clv_runs_forbidden_for_salesperson(client, sales_org):
     assert client.post(reverse("crm:clv_recompute"), **HTMX).status_code == 403
 
 
+@contextmanager
+def a_live_run_holds_the_run_lock():
+    """What a run that is alive holds (a run left running with the lock free has lost its worker)."""
+    from django.db import connection, connections
+
+    from clv import services
+
+    if connection.vendor != "postgresql":
+        with services.run_lock(wait_seconds=0):
+            yield
+        return
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [services.LOCK_KEY])
+        yield
+    finally:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [services.LOCK_KEY])
+        other.close()
+
+
 def test_recompute_shows_progress_while_a_run_is_running(client, sales_org):
     require_clv()
     running = make_run(as_of=date(2026, 11, 2), current=False, status="running")
     client.force_login(sales_org["north_manager"])
-    html = client.post(reverse("crm:clv_recompute"), **HTMX).content.decode()
+    with a_live_run_holds_the_run_lock():
+        html = client.post(reverse("crm:clv_recompute"), **HTMX).content.decode()
     assert "already in progress" in html
     assert 'hx-trigger="every 2s"' in html
     assert f"Run #{running.pk}" in html
