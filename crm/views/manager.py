@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 from datetime import datetime, timedelta
+from decimal import Decimal
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
@@ -17,6 +19,7 @@ from crm.forms import DashboardFilterForm
 from crm.models import Opportunity
 from crm.selectors import dashboard as dash
 from crm.selectors.values import clv_ready
+from crm.templatetags.crm_ui import day
 from crm.views.access import manager_required
 
 # How long a run counts as "still running" before a new recompute may be queued anyway.
@@ -53,8 +56,10 @@ def _chart_data(context) -> dict:
     pipeline = context.get("pipeline") or []
     statuses = [s for s, _ in Opportunity.Status.choices if any(r["status"] == s for r in pipeline)]
     kinds = [(k, label) for k, label in Opportunity.Kind.choices if any(r["kind"] == k for r in pipeline)]
-    by_key = {(r["kind"], r["status"]): float(r["expected_value"] or 0) for r in pipeline}
+    by_key = {(r["kind"], r["status"]): round(float(r["expected_value"] or 0), 2) for r in pipeline}
+    trend = context.get("trend") or []
     return {
+        "currency": settings.CRM_CURRENCY,
         "pipeline": {
             "labels": [Opportunity.Status(s).label.split(" (")[0] for s in statuses],
             "datasets": [
@@ -62,12 +67,12 @@ def _chart_data(context) -> dict:
             ],
         },
         "trend": {
-            "labels": [str(p.get("as_of")) for p in context.get("trend") or []],
-            "values": [float(p.get("total_clv") or 0) for p in context.get("trend") or []],
+            "labels": [trend_label(p) for p in trend],
+            "values": [round(float(p.get("total_clv") or 0), 2) for p in trend],
         },
         "by_salesperson": {
             "labels": [str(r.owner) for r in by_rep],
-            "values": [float(r.total_clv or 0) for r in by_rep],
+            "values": [round(float(r.total_clv or 0), 2) for r in by_rep],
         },
         "histogram": {
             "labels": [b["label"] for b in context.get("histogram") or []],
@@ -76,43 +81,76 @@ def _chart_data(context) -> dict:
     }
 
 
-EXPORTS = {
-    "salespeople": ("value-by-salesperson", ["salesperson", "customers", "total_clv", "total_historical",
-                                             "at_risk_customers", "value_at_risk"]),
-    "at_risk": ("accounts-at-risk", ["customer", "external_id", "owner", "clv", "p_alive", "value_at_stake",
-                                     "historical_value"]),
-    "pipeline": ("opportunity-pipeline", ["kind", "status", "count", "expected_value"]),
-    "histogram": ("clv-distribution", ["clv_from", "clv_to", "customers"]),
-    "trend": ("portfolio-trend", ["as_of", "total_clv"]),
-}
+def trend_label(point: dict) -> str:
+    """A trend point named by its run and date ("run 12 · 1 Dec 2026"), so same-day runs stay apart."""
+    when = day(point.get("as_of")) if point.get("as_of") else ""
+    run_id = point.get("run_id") or point.get("run")
+    return f"run {run_id} · {when}" if run_id else when
+
+
+def _money_header(name: str) -> str:
+    return f"{name} ({settings.CRM_CURRENCY})"
+
+
+def _m(value) -> str:
+    """Money in a CSV cell: a plain number rounded to cents (spreadsheets do the formatting)."""
+    return "" if value is None else f"{Decimal(str(value)):.2f}"
+
+
+def _p(value) -> str:
+    """A share in a CSV cell as a percentage with one decimal."""
+    return "" if value is None else f"{float(value) * 100:.1f}"
+
+
+def exports() -> dict[str, tuple[str, list[str]]]:
+    return {
+        "salespeople": ("value-by-salesperson", ["Salesperson", "Customers", _money_header("CLV"),
+                                                 _money_header("Historical margin"), "Customers at risk",
+                                                 _money_header("Value at risk")]),
+        "at_risk": ("accounts-at-risk", ["Customer", "External id", "Owner", _money_header("CLV"),
+                                         "Probability active (%)", _money_header("Historical margin")]),
+        "pipeline": ("opportunity-pipeline", ["Kind", "Status", "Opportunities", _money_header("Expected value")]),
+        "histogram": ("clv-distribution", [_money_header("CLV from"), _money_header("CLV to"), "Customers"]),
+        "trend": ("portfolio-trend", ["Run", "As of", _money_header("Portfolio CLV")]),
+        "movers": ("biggest-movers", ["Salesperson", "Customer", _money_header("Previous CLV"),
+                                      _money_header("CLV"), _money_header("Change")]),
+    }
+
+
 
 
 def _export_csv(name: str, context) -> HttpResponse:
-    if name not in EXPORTS:
+    table = exports()
+    if name not in table:
         raise Http404("No such table.")
-    filename, header = EXPORTS[name]
+    filename, header = table[name]
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}-{timezone.localdate():%Y-%m-%d}.csv"'
     writer = csv.writer(response)
     writer.writerow(header)
     if name == "salespeople":
         for r in context.get("by_salesperson") or []:
-            writer.writerow([_cell(r.owner), r.customers, r.total_clv, r.total_historical, r.at_risk_customers,
-                             r.value_at_risk])
+            writer.writerow([_cell(r.owner), r.customers, _m(r.total_clv), _m(r.total_historical), r.at_risk_customers,
+                             _m(r.value_at_risk)])
     elif name == "at_risk":
         stake = dash.value_at_stake_field()
         for v in context.get("at_risk") or []:
             writer.writerow([_cell(v.customer.name), v.customer.external_id or "", _cell(v.customer.owner or ""),
-                             v.clv, f"{v.p_alive:.4f}", getattr(v, stake), v.historical_value])
+                             _m(getattr(v, stake)), _p(v.p_alive), _m(v.historical_value)])
     elif name == "pipeline":
         for r in context.get("pipeline") or []:
-            writer.writerow([r["kind"], r["status"], r["count"], r["expected_value"]])
+            writer.writerow([r["kind_label"], r["status_label"], r["count"], _m(r["expected_value"])])
     elif name == "histogram":
         for b in context.get("histogram") or []:
             writer.writerow([b["low"], "" if b["high"] is None else b["high"], b["customers"]])
     elif name == "trend":
         for p in context.get("trend") or []:
-            writer.writerow([p.get("as_of"), p.get("total_clv")])
+            writer.writerow([p.get("run_id") or "", p.get("as_of"), _m(p.get("total_clv"))])
+    elif name == "movers":
+        for entry in context.get("movers") or []:
+            for item in [*entry["up"], *entry["down"]]:
+                writer.writerow([_cell(entry["owner"] or ""), _cell(item["name"]), _m(item["prev_clv"]),
+                                 _m(item["clv"]), _m(item["delta"])])
     return response
 
 
