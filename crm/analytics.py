@@ -411,6 +411,21 @@ def customer_products(
     ]
 
 
+def product_customer_counts(user, *, since: date | None = None, until: date | None = None) -> list[dict]:
+    """Product -> customers: per product, how many visible customers bought it, how often and for how much."""
+    qs = _period(
+        Purchase.objects.filter(customer_visibility_q(user, "customer__"), product__isnull=False),
+        "purchased_at", since, until,
+    )
+    rows = (
+        qs.values("product__sku", "product__name")
+        .annotate(customers=Count("customer_id", distinct=True), purchases=Count("id"), amount=Sum("amount"))
+        .order_by("-customers", "product__sku")
+    )
+    return [{"sku": r["product__sku"], "product": r["product__name"], "customers": r["customers"],
+             "purchases": r["purchases"], "amount": r["amount"]} for r in rows]
+
+
 # 6 ------------------------------------------------------------------------------------------
 def events_before_purchase(
     user, *, window_days: int = 60, product=None, since: date | None = None, until: date | None = None

@@ -165,7 +165,10 @@ def _cell(value) -> str:
 def analytics(request):
     from crm.views.analytics import analytics_context
 
-    return render(request, "crm/analytics.html", analytics_context(request))
+    context = analytics_context(request)
+    if isinstance(context, HttpResponse):  # a CSV download of one answer's table
+        return context
+    return render(request, "crm/analytics.html", context)
 
 
 def _run_rows(runs) -> list[dict]:
