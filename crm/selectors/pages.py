@@ -291,7 +291,7 @@ def _as_datetime(d) -> datetime:
 
 def timeline(customer: Customer, *, facets: list[str] | None = None, limit: int = TIMELINE_LIMIT) -> list[TimelineItem]:
     """The four facets merged newest first: at most `limit` items, one query per facet shown."""
-    from crm.templatetags.crm_ui import format_money  # noqa: PLC0415
+    from crm.templatetags.crm_ui import format_money, format_number  # noqa: PLC0415
     wanted = set(facets or [f for f, _ in FACETS])
     items: list[TimelineItem] = []
     if "contact" in wanted:
@@ -336,7 +336,8 @@ def timeline(customer: Customer, *, facets: list[str] | None = None, limit: int 
         for u in usage:
             capacity = u.capacity if u.capacity is not None else u.holding.capacity
             unit = u.holding.product.capacity_unit
-            text = f"used {u.used.normalize():f}" + (f" of {capacity.normalize():f}" if capacity else "") + (f" {unit}" if unit else "")
+            text = f"used {format_number(u.used)}" + (f" of {format_number(capacity)}" if capacity else "") + (
+                f" {unit}" if unit else "")
             badges = []
             if capacity:
                 share = float(u.used / capacity)

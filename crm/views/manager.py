@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -12,14 +11,14 @@ from django.contrib import messages
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
+from django.utils.dateparse import parse_date, parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
 from crm.forms import DashboardFilterForm
 from crm.models import Opportunity
 from crm.selectors import dashboard as dash
 from crm.selectors.values import clv_ready
-from crm.templatetags.crm_ui import day
+from crm.templatetags.crm_ui import day, format_number, format_percent, signed_percent
 from crm.views.access import manager_required
 
 # How long a run counts as "still running" before a new recompute may be queued anyway.
@@ -177,16 +176,18 @@ def _run_rows(runs) -> list[dict]:
         duration = None
         if run.started_at and run.finished_at:
             duration = (run.finished_at - run.started_at).total_seconds()
-        diagnostics = run.diagnostics or {}
+        diagnostics = run.diagnostics if isinstance(run.diagnostics, dict) else {}
+        holdout = diagnostics.get("holdout") if isinstance(diagnostics.get("holdout"), dict) else None
         rows.append({
             "run": run,
             "duration": duration,
             "timings": _phase_list(run.timings),
-            "holdout": _holdout_summary(diagnostics.get("holdout") if isinstance(diagnostics, dict) else None),
-            "params_json": json.dumps(run.params or {}, indent=2, sort_keys=True, default=str),
-            "diagnostics_json": json.dumps(diagnostics, indent=2, sort_keys=True, default=str),
-            "counts_json": json.dumps(run.counts or {}, indent=2, sort_keys=True, default=str),
-            "settings_json": json.dumps(getattr(run, "settings", None) or {}, indent=2, sort_keys=True, default=str),
+            "holdout": _holdout_summary(holdout),
+            "holdout_words": holdout_words(holdout),
+            "params_list": readable(run.params or {}),
+            "diagnostics_list": readable(diagnostics),
+            "counts_list": readable(run.counts or {}),
+            "settings_list": readable(getattr(run, "settings", None) or {}),
         })
     return rows
 
@@ -204,6 +205,71 @@ def _holdout_summary(holdout) -> dict | None:
     return figures or None
 
 
+def holdout_words(holdout) -> str:
+    """The holdout check in one sentence: "the model predicted 1,808 purchases over the last 180 days; 1,609 happened (+12%)"."""
+    if not isinstance(holdout, dict):
+        return ""
+    predicted, actual = holdout.get("total_predicted"), holdout.get("total_actual")
+    if not isinstance(predicted, int | float) or not isinstance(actual, int | float):
+        return ""
+    days = holdout.get("holdout_duration")
+    over = f" over the last {format_number(days)} days" if isinstance(days, int | float) else ""
+    fitted = f", fitted on the history up to {day(parse_date(holdout['calibration_end']))}," \
+        if isinstance(holdout.get("calibration_end"), str) and parse_date(holdout["calibration_end"]) else ""
+    text = f"The model{fitted} predicted {format_number(predicted)} purchases{over}; {format_number(actual)} happened"
+    if actual:
+        gap = (predicted - actual) / actual
+        text += f" ({signed_percent(gap)}: it {'over' if gap > 0 else 'under'}-predicted by {format_percent(abs(gap))})"
+    return text + "."
+
+
+def calibration_rows(holdout) -> list[dict]:
+    """Actual against predicted purchases per customer in the holdout, by calibration-period frequency."""
+    if not isinstance(holdout, dict) or not isinstance(holdout.get("by_calibration_frequency"), list):
+        return []
+    rows = []
+    for r in holdout["by_calibration_frequency"]:
+        if isinstance(r, dict) and {"frequency", "actual_mean", "predicted_mean"} <= r.keys():
+            rows.append({"frequency": str(r["frequency"]), "customers": r.get("customers"),
+                         "actual": float(r["actual_mean"]), "predicted": float(r["predicted_mean"])})
+    return rows
+
+
+def readable_number(value) -> str:
+    """A fitted parameter or diagnostic for people: thousands separators, at most three decimals."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return format_number(value)
+    size = abs(value)
+    if size >= 100:
+        return format_number(value, 0)
+    if size >= 1:
+        return format_number(value, 2)
+    return format_number(value, 3)
+
+
+def readable(data, prefix: str = "") -> list[tuple[str, str]]:
+    """A nested dict of run details as (name, formatted value) pairs, for the details under a run."""
+    out: list[tuple[str, str]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            name = f"{prefix}{key}".replace("_", " ")
+            if isinstance(value, dict):
+                out += readable(value, f"{prefix}{key} · ")
+            elif isinstance(value, list):
+                if all(isinstance(v, int | float | str) for v in value):
+                    out.append((name, ", ".join(readable_number(v) if isinstance(v, int | float) else str(v)
+                                                for v in value)))
+                else:
+                    out.append((name, f"{format_number(len(value))} rows (see the table above)"))
+            elif isinstance(value, int | float):
+                out.append((name, readable_number(value)))
+            else:
+                out.append((name, "–" if value is None else str(value)))
+    return out
+
+
 def _phase_list(timings) -> list[tuple[str, float]]:
     if not isinstance(timings, dict):
         return []
@@ -217,8 +283,34 @@ def _phase_list(timings) -> list[tuple[str, float]]:
 @manager_required
 @require_GET
 def clv_runs(request):
-    context = {"rows": _run_rows(dash.clv_runs()), "clv_ready": clv_ready(), "running": dash.running_run()}
+    rows = _run_rows(dash.clv_runs())
+    current = next((r for r in rows if r["run"].is_current), None)
+    context = {"rows": rows, "clv_ready": clv_ready(), "running": dash.running_run(), "current": current}
+    if current is not None:
+        diagnostics = current["run"].diagnostics if isinstance(current["run"].diagnostics, dict) else {}
+        calibration = calibration_rows(diagnostics.get("holdout"))
+        context["calibration"] = calibration
+        context["calibration_chart"] = {
+            "labels": [r["frequency"] for r in calibration],
+            "actual": [round(r["actual"], 3) for r in calibration],
+            "predicted": [round(r["predicted"], 3) for r in calibration],
+        }
+        context["current_words"] = run_words(current)
     return render(request, "crm/clv_runs.html", context)
+
+
+def run_words(row: dict) -> str:
+    """The current run in one sentence: when, which model, how many customers, how long."""
+    run = row["run"]
+    customers = (run.counts or {}).get("customers") if isinstance(run.counts, dict) else None
+    text = f"Run {run.pk} of {day(run.as_of)}"
+    if run.model:
+        text += f" ({run.model})"
+    if isinstance(customers, int):
+        text += f" scored {format_number(customers)} customers"
+    if row["duration"] is not None:
+        text += f" in {format_number(row['duration'], 1)} s"
+    return text + "; its values are the ones every page shows."
 
 
 @manager_required
