@@ -118,6 +118,9 @@ REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
+# "Recompute now" without a worker: run the CLV task in a background thread and show progress,
+# instead of running it inside the request.
+CLV_RECOMPUTE_IN_BACKGROUND = env.bool("CLV_RECOMPUTE_IN_BACKGROUND", default=CELERY_TASK_ALWAYS_EAGER)
 if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = "memory://"
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL or None)

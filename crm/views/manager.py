@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import logging
+import threading
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.contrib import messages
+from django.db import connection
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -20,6 +23,8 @@ from crm.selectors import dashboard as dash
 from crm.selectors.values import clv_ready
 from crm.templatetags.crm_ui import day, format_number, format_percent, signed_percent
 from crm.views.access import manager_required
+
+log = logging.getLogger(__name__)
 
 # How long a run counts as "still running" before a new recompute may be queued anyway.
 STALE_RUN_AFTER = timedelta(hours=3)
@@ -327,12 +332,42 @@ def clv_recompute(request):
             from clv.tasks import run_clv_task
         except ImportError:
             return _recompute_unavailable(request)
-        run_clv_task.delay()
-        note = "Recompute queued."
+        if settings.CLV_RECOMPUTE_IN_BACKGROUND:
+            recompute_in_background(run_clv_task)
+            note = "Recompute started."
+        else:
+            run_clv_task.delay()
+            note = "Recompute queued."
     if not request.htmx:
         messages.info(request, note)
         return redirect("crm:clv_runs")
     return _progress(request, since, note=note)
+
+
+# Background runs started by this process (kept so tests and shutdown can wait for them).
+BACKGROUND_RUNS: list[threading.Thread] = []
+
+
+def recompute_in_background(task) -> threading.Thread:
+    """Run the CLV task in a thread of this process, so the request answers at once and the page polls progress.
+
+    For the embedded default (tasks in-process, no worker): there a queued task would run inside
+    the request and block it for the whole run.
+    """
+
+    def work():
+        try:
+            task.apply()
+        except Exception:  # noqa: BLE001 - the run records its own failure; a thread must not die loudly
+            log.exception("background CLV run failed")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=work, name="clv-recompute", daemon=True)
+    BACKGROUND_RUNS[:] = [t for t in BACKGROUND_RUNS if t.is_alive()]
+    BACKGROUND_RUNS.append(thread)
+    thread.start()
+    return thread
 
 
 def _recompute_unavailable(request):
