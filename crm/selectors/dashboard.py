@@ -94,7 +94,6 @@ def dashboard(user, scope: Scope) -> dict[str, Any]:
     context["trend"] = portfolio_trend(scope.owner_ids)
     context["histogram"] = clv_histogram(user, run, scope.owner_ids)
     context["at_risk"] = accounts_at_risk(user, run, scope.owner_ids)
-    context["movers"] = biggest_movers(user, run, scope.owner_ids)
     return context
 
 
@@ -116,11 +115,22 @@ def _totals(rows: list) -> dict[str, Any]:
     return total
 
 
-def clv_histogram(user, run, owner_ids: list[int] | None) -> list[dict[str, Any]]:
-    """Customers per CLV bin in the current run, one conditional-count aggregate."""
-    CustomerValue = clv_model("CustomerValue")
-    qs = CustomerValue.objects.filter(run=run).filter(_owner_filter(_owners(user, owner_ids), "customer__owner_id"))
+# A run's values never change once it is current, so aggregates of a run are cached by its id
+# (a new run has a new id: nothing to invalidate).
+RUN_CACHE_SECONDS = 7 * 24 * 3600
+
+
+def _bins_by_owner(run) -> dict[int | None, list[int]]:
+    """Customers per CLV bin for every owner in `run`: one grouped aggregate, cached for the run."""
+    from django.core.cache import cache  # noqa: PLC0415
+
     field = clv_field()
+    stamp = run.started_at.timestamp() if run.started_at else ""
+    key = f"crm:dashboard:bins:{run.pk}:{stamp}:{field}:{len(CLV_BIN_EDGES)}"
+    cached = cache.get(key)
+    if cached is not None:
+        return {None if k == "" else int(k): v for k, v in cached.items()}
+    CustomerValue = clv_model("CustomerValue")
     edges = CLV_BIN_EDGES
     aggregates = {}
     for i, low in enumerate(edges):
@@ -129,14 +139,28 @@ def clv_histogram(user, run, owner_ids: list[int] | None) -> list[dict[str, Any]
         if high is not None:
             cond &= Q(**{f"{field}__lt": high})
         aggregates[f"b{i}"] = Count("pk", filter=cond)
-    counts = qs.aggregate(**aggregates)
+    rows = CustomerValue.objects.filter(run=run).values("customer__owner_id").annotate(**aggregates).order_by()
+    result = {r["customer__owner_id"]: [r[f"b{i}"] for i in range(len(edges))] for r in rows}
+    cache.set(key, {("" if k is None else str(k)): v for k, v in result.items()}, RUN_CACHE_SECONDS)
+    return result
+
+
+def clv_histogram(user, run, owner_ids: list[int] | None) -> list[dict[str, Any]]:
+    """Customers per CLV bin in the current run for the scope's owners (summed from the per-owner bins)."""
+    owners = _owners(user, owner_ids)
+    per_owner = _bins_by_owner(run)
+    edges = CLV_BIN_EDGES
+    counts = [0] * len(edges)
+    for owner, bins in per_owner.items():
+        if owners is None or owner in owners:
+            counts = [a + b for a, b in zip(counts, bins, strict=True)]
     bins = []
     for i, low in enumerate(edges):
         high = edges[i + 1] if i + 1 < len(edges) else None
         label = f"{money(low)}–{money(high)}" if high is not None else f"{money(low)}+"
         if i == 0:
             label = f"< {money(high)}"
-        bins.append({"label": label, "low": low, "high": high, "customers": counts[f"b{i}"]})
+        bins.append({"label": label, "low": low, "high": high, "customers": counts[i]})
     while len(bins) > 1 and bins[-1]["customers"] == 0:
         bins.pop()
     return bins
@@ -189,19 +213,26 @@ def biggest_movers(user, run, owner_ids: list[int] | None, per_owner: int = MOVE
         WHERE (up_rank <= {int(per_owner)} AND delta > 0) OR (down_rank <= {int(per_owner)} AND delta < 0)
         ORDER BY owner_id, delta DESC
     """
-    params = [prev.pk, run.pk, *params[2:]]
+    params = [prev.pk, run.pk, *params[2:]]  # in the order of the placeholders: old run, current run, owners
+    from django.core.cache import cache  # noqa: PLC0415
     from django.db import connection  # noqa: PLC0415
 
-    with connection.cursor() as cur:
-        cur.execute(sql, params)
-        rows = cur.fetchall()
+    stamp = run.started_at.timestamp() if run.started_at else ""
+    key = f"crm:dashboard:movers:{run.pk}:{stamp}:{prev.pk}:{field}:{per_owner}:" + (
+        "all" if owners is None else ",".join(map(str, sorted(owners))))
+    rows = cache.get(key)
+    if rows is None:
+        with connection.cursor() as cur:
+            cur.execute(sql, params)
+            rows = [tuple(str(x) if isinstance(x, Decimal) else x for x in r) for r in cur.fetchall()]
+        cache.set(key, rows, RUN_CACHE_SECONDS)
     people = {u.pk: u for u in User.objects.filter(pk__in={r[0] for r in rows})}
     by_owner: dict[int, dict] = {}
     for owner_id, customer_id, name, clv, prev_clv, delta, _up, _down in rows:
         entry = by_owner.setdefault(owner_id, {"owner": people.get(owner_id), "up": [], "down": []})
         item = {"customer_id": customer_id, "name": name, "clv": Decimal(str(clv)), "prev_clv": Decimal(str(prev_clv)),
                 "delta": Decimal(str(delta))}
-        (entry["up"] if delta > 0 else entry["down"]).append(item)
+        (entry["up"] if item["delta"] > 0 else entry["down"]).append(item)
     for entry in by_owner.values():
         entry["down"].sort(key=lambda r: r["delta"])
     return sorted(by_owner.values(), key=lambda e: str(e["owner"] or ""))

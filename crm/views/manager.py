@@ -47,11 +47,25 @@ def dashboard(request):
     form = DashboardFilterForm(request.GET or None, teams=scope.teams, people=scope.people)
     context = dash.dashboard(request.user, scope)
     export = request.GET.get("export")
+    if export == "movers" and context.get("run") is not None:
+        context["movers"] = dash.biggest_movers(request.user, context["run"], scope.owner_ids)
     if export:
         return _export_csv(export, context)
     context["form"] = form
     context["charts"] = _chart_data(context)
     return render(request, "crm/dashboard.html", context)
+
+
+@manager_required
+@require_GET
+def dashboard_movers(request):
+    """The biggest movers of the dashboard's scope, loaded by the page after it is shown (one heavier join)."""
+    scope = dash.dashboard_scope(
+        request.user, team_id=_int(request.GET.get("team")), salesperson_id=_int(request.GET.get("salesperson"))
+    )
+    run = dash.current_run()
+    movers = dash.biggest_movers(request.user, run, scope.owner_ids) if run is not None else []
+    return render(request, "crm/partials/movers.html", {"movers": movers, "run": run})
 
 
 def _chart_data(context) -> dict:
