@@ -28,12 +28,11 @@ browser:
 	    echo "Browser tests need Chromium: run 'sudo apt-get install chromium' (Debian/Ubuntu); they are skipped without it."; \
 	  fi; }
 
-## Start the CRM with demo data (SQLite and in-process tasks unless DATABASE_URL / REDIS_URL say otherwise).
+## Start the CRM with demo data ending today (SQLite and in-process tasks unless DATABASE_URL / REDIS_URL say otherwise).
+## CLV is computed only when there is no current run, so a restart adds no trend point.
 run: install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo --customers $(DEMO_CUSTOMERS) --seed 42 --if-empty
-	$(PY) manage.py recompute_clv --as-of 2026-11-01
-	$(PY) manage.py regenerate_opportunities --as-of 2026-11-01
+	$(PY) manage.py seed_demo --customers $(DEMO_CUSTOMERS) --seed 42 --if-empty --values-if-missing
 	@echo ""
 	@echo "  CRM running at http://127.0.0.1:$(PORT)/  (admin at /admin/)"
 	@echo "  Log in as manager_north, rep_north_1 ... or admin, password: demo-pass-2026"
@@ -56,9 +55,7 @@ check: install
 
 seed: install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo --customers $(DEMO_CUSTOMERS) --seed 42
-	$(PY) manage.py recompute_clv --as-of 2026-11-01
-	$(PY) manage.py regenerate_opportunities --as-of 2026-11-01
+	$(PY) manage.py seed_demo --customers $(DEMO_CUSTOMERS) --seed 42 --values-if-missing
 
 worker: install
 	$(VENV)/bin/celery -A config worker --loglevel=info

@@ -262,6 +262,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--seeder", choices=["auto", "copy", "demo"], default="auto")
+    parser.add_argument("--only", default="", help="time only the pages whose label contains this text (e.g. dashboard)")
     args = parser.parse_args()
     if not settings.IS_POSTGRES:
         sys.exit("bench_pages needs PostgreSQL: set DATABASE_URL=postgres://...")
@@ -295,6 +296,8 @@ def main() -> None:
     print("| page | median ms | p95 ms | queries | target |\n|---|---:|---:|---:|---|")
     clients: dict[str, Client] = {}
     for username, label, url in pages:
+        if args.only and args.only not in label:
+            continue
         if username not in clients:
             clients[username] = Client()
             clients[username].force_login(User.objects.get(username=username))

@@ -555,15 +555,20 @@ def run_fail(*, run_id: int, error: str) -> None:
 
 
 def _write_snapshots(run: ClvRun) -> None:
-    """One row per owner: customers, total CLV and margin so far, customers at risk and the value at stake."""
+    """One row per owner: customers, total CLV and margin so far, customers at risk and their CLV (value at risk).
+
+    Value at risk is the part of the portfolio's CLV carried by at-risk customers, so it can never
+    exceed the portfolio (total_clv).
+    """
+    from crm.selectors.values import clv_field  # noqa: PLC0415 - the one name of the CLV field
     zero = Value(Decimal(0), output_field=DecimalField(max_digits=18, decimal_places=2))
     at_risk = Q(p_alive__lt=RISK_P_ALIVE)
     rows = (
         CustomerValue.objects.filter(run=run)
         .values("customer__owner")
         .annotate(
-            n=Count("id"), clv_sum=Coalesce(Sum("clv"), zero), hist_sum=Coalesce(Sum("historical_value"), zero),
-            risk_n=Count("id", filter=at_risk), risk_value=Coalesce(Sum("classic_value", filter=at_risk), zero),
+            n=Count("id"), clv_sum=Coalesce(Sum(clv_field()), zero), hist_sum=Coalesce(Sum("historical_value"), zero),
+            risk_n=Count("id", filter=at_risk), risk_value=Coalesce(Sum(clv_field(), filter=at_risk), zero),
         )
     )
     PortfolioSnapshot.objects.bulk_create(

@@ -118,6 +118,9 @@ REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
+# "Recompute now" without a worker: run the CLV task in a background thread and show progress,
+# instead of running it inside the request.
+CLV_RECOMPUTE_IN_BACKGROUND = env.bool("CLV_RECOMPUTE_IN_BACKGROUND", default=CELERY_TASK_ALWAYS_EAGER)
 if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = "memory://"
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL or None)
@@ -211,7 +214,15 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 
+# How figures are shown: the currency of every amount (ISO 4217 code) and the one date format of the pages.
+CRM_CURRENCY = env.str("CRM_CURRENCY", default="EUR").upper()
+CRM_DATE_FORMAT = env.str("CRM_DATE_FORMAT", default="j M Y")
+
 # Opportunity engine (cross-sell and up-sell suggestions).
+# A suggestion's chance of being won starts from a Beta(a, b) prior (mean a / (a + b) = 20%) and
+# learns from the suggestions of its kind that were won, lost or dismissed.
+OPPORTUNITY_WIN_PRIOR_A = env.float("OPPORTUNITY_WIN_PRIOR_A", default=1.0)
+OPPORTUNITY_WIN_PRIOR_B = env.float("OPPORTUNITY_WIN_PRIOR_B", default=4.0)
 OPPORTUNITY_MIN_SUPPORT = env.float("OPPORTUNITY_MIN_SUPPORT", default=0.001)  # share of customers holding A and B
 OPPORTUNITY_MIN_COUNT = env.int("OPPORTUNITY_MIN_COUNT", default=5)  # customers holding A and B, at least
 OPPORTUNITY_MIN_LIFT = env.float("OPPORTUNITY_MIN_LIFT", default=1.0)  # rules must beat the base rate

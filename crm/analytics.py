@@ -15,6 +15,7 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.db.models import (
     Count,
+    DateTimeField,
     DecimalField,
     ExpressionWrapper,
     F,
@@ -30,7 +31,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.selectors import customer_visibility_q
-from crm.models import Contact, Customer, Product, Purchase
+from crm.models import Contact, Customer, Event, Product, Purchase
 
 MARGIN = ExpressionWrapper(
     F("amount") - F("quantity") * Coalesce("unit_cost", "product__unit_cost", Value(Decimal(0))),
@@ -88,6 +89,36 @@ def product_buyers(user, *, product, since: date | None = None, until: date | No
         "purchases": agg["purchases"],
         "amount": agg["amount"] or Decimal(0),
     }
+
+
+def product_buyer_list(
+    user, *, product, since: date | None = None, until: date | None = None, limit: int | None = 50
+) -> list[dict]:
+    """The visible customers who bought `product` in the period: purchases, amount and last purchase, most purchases first."""
+    p = _product(product)
+    qs = _period(Purchase.objects.filter(customer_visibility_q(user, "customer__"), product=p), "purchased_at", since, until)
+    rows = (
+        qs.values("customer_id", "customer__name")
+        .annotate(purchases=Count("id"), amount=Sum("amount"), last=Max("purchased_at"))
+        .order_by("-purchases", "-amount", "customer_id")
+    )
+    if limit:
+        rows = rows[:limit]
+    return [
+        {"customer_id": r["customer_id"], "customer": r["customer__name"], "purchases": r["purchases"],
+         "repeat": r["purchases"] > 1, "amount": r["amount"], "last_purchase": r["last"]}
+        for r in rows
+    ]
+
+
+def most_bought_product(user, *, since: date | None = None, until: date | None = None) -> Product | None:
+    """The product bought by the most visible customers in the period (the default for question 1)."""
+    qs = _period(
+        Purchase.objects.filter(customer_visibility_q(user, "customer__"), product__isnull=False),
+        "purchased_at", since, until,
+    )
+    top = qs.values("product_id").annotate(n=Count("customer_id", distinct=True)).order_by("-n", "product_id").first()
+    return Product.objects.filter(pk=top["product_id"]).first() if top else None
 
 
 # 2 ------------------------------------------------------------------------------------------
@@ -266,8 +297,13 @@ def events_before_loss(
     rate(kind) = share of lost customers (lost_on in the period) with >= 1 event of that kind in
     [lost_on - window, lost_on); base rate = share of customers not lost with >= 1 event of that kind
     in the same-length window before `as_of` (default today); lift = rate / base rate.
+
+    PostgreSQL answers in one query; other databases (the embedded SQLite) through
+    events_before_loss_portable, which gives the same answer.
     """
     as_of = as_of or timezone.localdate()
+    if connection.vendor != "postgresql":
+        return events_before_loss_portable(user, window_days=window_days, since=since, until=until, as_of=as_of)
     vis_sql, vis_params = _visible_clause(user, "c.id")
     period = ""
     params: list = []
@@ -305,6 +341,47 @@ def events_before_loss(
     return {"window_days": window_days, "lost_customers": n_lost, "base_customers": n_base, "kinds": kinds}
 
 
+def _midnight(d: date) -> datetime:
+    return datetime.combine(d, time.min, tzinfo=UTC)
+
+
+def events_before_loss_portable(
+    user, *, window_days: int = 90, since: date | None = None, until: date | None = None,
+    as_of: date | None = None,
+) -> dict:
+    """events_before_loss in portable ORM queries (any database): the lost customers' events are read once."""
+    as_of = as_of or timezone.localdate()
+    window = timedelta(days=window_days)
+    visible = Customer.objects.filter(customer_visibility_q(user)).order_by()
+    lost = visible.filter(lost_on__isnull=False)
+    if since:
+        lost = lost.filter(lost_on__gte=since)
+    if until:
+        lost = lost.filter(lost_on__lte=until)
+    lost_on = dict(lost.values_list("pk", "lost_on"))
+    base = visible.filter(lost_on__isnull=True).exclude(lifecycle_stage=Customer.Stage.LOST)
+    n_base = base.count()
+    lost_hits: dict[str, set[int]] = {}
+    events = Event.objects.filter(customer__in=lost.values("pk")).order_by().values_list("customer_id", "kind", "occurred_at")
+    for cid, kind, at in events:
+        day = lost_on[cid]
+        if _midnight(day - window) <= at < _midnight(day):
+            lost_hits.setdefault(kind, set()).add(cid)
+    base_hits = dict(
+        Event.objects.filter(
+            customer__in=base.values("pk"), occurred_at__gte=_midnight(as_of - window), occurred_at__lt=_midnight(as_of)
+        )
+        .order_by()
+        .values("kind")
+        .annotate(n=Count("customer_id", distinct=True))
+        .values_list("kind", "n")
+    )
+    kinds = sorted(set(lost_hits) | set(base_hits))
+    rows = [(k, len(lost_hits.get(k, ())), base_hits.get(k, 0)) for k in kinds]
+    return {"window_days": window_days, "lost_customers": len(lost_on), "base_customers": n_base,
+            "kinds": _lifted([r for r in rows if r[1] or r[2]], len(lost_on), n_base)}
+
+
 # 5 ------------------------------------------------------------------------------------------
 def customer_products(
     user, *, product=None, customer_id: int | None = None, since: date | None = None, until: date | None = None,
@@ -334,6 +411,21 @@ def customer_products(
     ]
 
 
+def product_customer_counts(user, *, since: date | None = None, until: date | None = None) -> list[dict]:
+    """Product -> customers: per product, how many visible customers bought it, how often and for how much."""
+    qs = _period(
+        Purchase.objects.filter(customer_visibility_q(user, "customer__"), product__isnull=False),
+        "purchased_at", since, until,
+    )
+    rows = (
+        qs.values("product__sku", "product__name")
+        .annotate(customers=Count("customer_id", distinct=True), purchases=Count("id"), amount=Sum("amount"))
+        .order_by("-customers", "product__sku")
+    )
+    return [{"sku": r["product__sku"], "product": r["product__name"], "customers": r["customers"],
+             "purchases": r["purchases"], "amount": r["amount"]} for r in rows]
+
+
 # 6 ------------------------------------------------------------------------------------------
 def events_before_purchase(
     user, *, window_days: int = 60, product=None, since: date | None = None, until: date | None = None
@@ -344,7 +436,13 @@ def events_before_purchase(
     given) by the same customer within (t, t + window]? rate(kind) = share of that kind's events
     followed by one; base rate = the same share over all events of every kind; lift = rate / base.
     Lead time = days from the event to the first such purchase (median, and quartiles).
+
+    PostgreSQL answers in one query; other databases (the embedded SQLite) through
+    events_before_purchase_portable, which gives the same answer.
     """
+    if connection.vendor != "postgresql":
+        return events_before_purchase_portable(user, window_days=window_days, product=product, since=since,
+                                               until=until)
     vis_sql, vis_params = _visible_clause(user, "e.customer_id")
     period, period_params = "", []
     if since:
@@ -375,6 +473,56 @@ def events_before_purchase(
         GROUP BY e.kind
     """
     rows = _run(sql, [window_days, *prod_params, *vis_params, *period_params])
+    return _purchase_signals(rows, window_days)
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    """Linear-interpolation quantile, as PostgreSQL's percentile_cont."""
+    if not values:
+        return None
+    values = sorted(values)
+    pos = (len(values) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def events_before_purchase_portable(
+    user, *, window_days: int = 60, product=None, since: date | None = None, until: date | None = None
+) -> dict:
+    """events_before_purchase in portable ORM queries: each event's first later purchase through one correlated subquery."""
+    events = Event.objects.filter(customer_visibility_q(user, "customer__")).order_by()
+    if since:
+        events = events.filter(occurred_at__gte=_midnight(since))
+    if until:
+        events = events.filter(occurred_at__lt=_midnight(until + timedelta(days=1)))
+    purchases = Purchase.objects.filter(
+        customer_id=OuterRef("customer_id"), purchased_at__gt=OuterRef("occurred_at"),
+        purchased_at__lte=ExpressionWrapper(
+            OuterRef("occurred_at") + timedelta(days=window_days), output_field=DateTimeField()
+        ),
+    )
+    if product is not None:
+        purchases = purchases.filter(product=_product(product))
+    first = Subquery(purchases.order_by("purchased_at").values("purchased_at")[:1], output_field=DateTimeField())
+    per_kind: dict[str, list] = {}
+    for kind, at, nxt in events.annotate(next_purchase=first).values_list("kind", "occurred_at", "next_purchase"):
+        entry = per_kind.setdefault(kind, [0, []])
+        entry[0] += 1
+        if nxt is not None:
+            if isinstance(nxt, str):  # SQLite hands a subquery's datetime back as text
+                nxt = datetime.fromisoformat(nxt)
+            if timezone.is_naive(nxt):
+                nxt = nxt.replace(tzinfo=UTC)
+            entry[1].append((nxt - at).total_seconds() / 86400)
+    rows = [
+        (kind, n, len(leads), _quantile(leads, 0.5), _quantile(leads, 0.25), _quantile(leads, 0.75))
+        for kind, (n, leads) in per_kind.items()
+    ]
+    return _purchase_signals(rows, window_days)
+
+
+def _purchase_signals(rows, window_days: int) -> dict:
     total = sum(r[1] for r in rows)
     followed = sum(r[2] for r in rows)
     base_rate = followed / total if total else 0.0

@@ -17,6 +17,7 @@ urlpatterns = [
     path("opportunities/<int:pk>/status/", salesperson.opportunity_status, name="opportunity_status"),
     path("follow-ups/<int:pk>/done/", salesperson.follow_up_done, name="follow_up_done"),
     path("dashboard/", manager.dashboard, name="dashboard"),
+    path("dashboard/movers/", manager.dashboard_movers, name="dashboard_movers"),
     path("analytics/", manager.analytics, name="analytics"),
     path("clv/runs/", manager.clv_runs, name="clv_runs"),
     path("clv/runs/recompute/", manager.clv_recompute, name="clv_recompute"),

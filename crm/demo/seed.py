@@ -24,7 +24,6 @@ from clv.models import PurchaseDay, PurchaseSummary
 from crm.bulk import bulk_insert, refresh_statistics
 from crm.models import Contact, Customer, Event, Holding, Person, Product, Purchase, Usage
 
-DEFAULT_AS_OF = date(2026, 11, 1)
 DEMO_PASSWORD = "demo-pass-2026"
 HISTORY_DAYS = 3 * 365
 
@@ -47,6 +46,9 @@ PURCHASE_SIGNALS = ("new_opportunity", "funding")
 PURCHASE_SIGNAL_SHARE = 0.30  # of repeat occasions that get a signal 7-30 days before
 PURCHASE_LEAD_DAYS = (7, 30)
 CONTACT_DAYS = 180
+FOLLOW_UP_SHARE = 0.05  # of contacts that promise a follow-up
+FOLLOW_UP_DAYS = 14  # a follow-up is due this many days after its contact
+FOLLOW_UP_KEPT_DAYS = 7  # follow-ups due longer ago than this were done on their day (only recent ones stay open)
 
 TEAMS = {"North": ("manager_north", ["rep_north_1", "rep_north_2", "rep_north_3"]),
          "South": ("manager_south", ["rep_south_1", "rep_south_2", "rep_south_3"])}
@@ -101,10 +103,15 @@ def seed_demo(
     customers: int = 2000,
     seed: int = 42,
     products: int = 20,
-    as_of: date = DEFAULT_AS_OF,
+    as_of: date | None = None,
     progress: Progress | None = None,
 ) -> dict:
-    """Fill users, the catalogue and `customers` demo customers; returns the planted ground truth."""
+    """Fill users, the catalogue and `customers` demo customers; returns the planted ground truth.
+
+    Histories end on `as_of` (default today), so a new user sees recent purchases and events,
+    and follow-ups due this week. The same seed and as_of give the same data.
+    """
+    as_of = as_of or timezone.localdate()
     step = progress or (lambda label, n: None)
     rng = np.random.default_rng(seed)
     with transaction.atomic():
@@ -353,18 +360,27 @@ def _customers_and_facets(n, rng, reps, catalogue, as_of, step) -> dict:
     c_day = end.astype("int64") - rng.integers(0, CONTACT_DAYS, size=c_cust.size)
     channels = rng.choice(["call", "email", "meeting", "visit", "chat"], size=c_cust.size, p=[.35, .3, .15, .1, .1])
     inbound = rng.random(c_cust.size) < 0.2
-    follow = rng.random(c_cust.size) < 0.05
+    follow = rng.random(c_cust.size) < FOLLOW_UP_SHARE
+    today = end.astype("int64")
+
+    def follow_up(k):
+        """(follow_up_on, follow_up_done_at): old follow-ups were done on their day, recent ones are still open."""
+        if not follow[k]:
+            return None, None
+        due = int(c_day[k]) + FOLLOW_UP_DAYS
+        done = datetime.combine(to_date(due), time(16), tzinfo=UTC) if due < today - FOLLOW_UP_KEPT_DAYS else None
+        return to_date(due), done
     bulk_insert(Contact, ["customer_id", "channel", "direction", "salesperson_id", "occurred_at", "subject", "notes",
                           "outcome", "follow_up_on", "follow_up_done_at", "created_at", "updated_at"],
                 ((int(cust_pk[c]), channels[k], "inbound" if inbound[k] else "outbound", reps[owner_idx[c]].pk,
                   datetime.combine(to_date(c_day[k]), time(9 + k % 8), tzinfo=UTC),
-                  "Check-in" if not inbound[k] else "Customer request", "", "",
-                  to_date(c_day[k]) + timedelta(days=14) if follow[k] else None, None, now, now)
+                  "Check-in" if not inbound[k] else "Customer request", "", "", *follow_up(k), now, now)
                  for k, c in enumerate(c_cust)))
     step("contacts", int(c_cust.size))
 
+    open_follow_ups = sum(1 for k in np.nonzero(follow)[0] if int(c_day[k]) + FOLLOW_UP_DAYS >= today - FOLLOW_UP_KEPT_DAYS)
     return {"near_capacity": near_capacity, "lost_customers": int(lost.sum()), "purchase_lines": int(lines),
-            "occasions": int(tx.customer_ids.size)}
+            "occasions": int(tx.customer_ids.size), "open_follow_ups": open_follow_ups}
 
 
 def _month_start(as_of: date, months_back: int) -> date:

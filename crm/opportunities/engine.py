@@ -8,9 +8,15 @@ A rule counts when support >= min_support, n(A and B) >= min_count and lift > mi
 For a customer, the evidence for product B is the best-confidence valid rule from a product
 they hold to B (B not held). Score = confidence x expected value.
 
-Expected value (both kinds) = margin gained x value factor x probability active, where the
-value factor = clip(customer value / mean positive customer value, 0.25, 4): a customer worth
-twice the average is expected to bring twice the margin of an average one.
+Expected value (both kinds), in the same units as CLV (margin, currency) and over the same
+horizon: what the suggestion is expected to add to the customer's value,
+
+  EV = min(margin gained, cap) x probability active x win rate of the kind,
+
+where the margin gained is the margin of one sale (cross-sell: one unit of the product; up-sell:
+the margin difference between the tiers times the quantity held), cap is the customer's CLV
+(np.inf for a customer the CLV run has not scored) and the win rate is how often suggestions of
+that kind were won before (a Beta prior while there is no history). So EV <= win rate x CLV.
 
 Up-sell: the next tier of the same family for a holding whose utilisation was >= threshold in
 each of the last n periods ("capacity"), or whose customer is in the top value quantile
@@ -67,6 +73,16 @@ def association_rules(
     return Rules(n, holders, co, support, confidence, lift, valid)
 
 
+def capped_gain(gain: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """The margin a suggestion adds, never more than the customer's own CLV (cap; inf when unscored)."""
+    return np.minimum(np.maximum(gain, 0.0), np.asarray(cap, dtype=np.float64))
+
+
+def win_rate(won: int, decided: int, *, prior_a: float = 1.0, prior_b: float = 4.0) -> float:
+    """Posterior mean of the win probability: Beta(prior_a + won, prior_b + decided - won)."""
+    return (prior_a + won) / (prior_a + prior_b + max(decided, won))
+
+
 def value_factor(values: np.ndarray) -> np.ndarray:
     """Customer value relative to the mean positive value, clipped to [0.25, 4]."""
     values = np.asarray(values, dtype=np.float64)
@@ -94,8 +110,9 @@ def cross_sell(
     rules: Rules,
     *,
     margin: np.ndarray,
-    factor: np.ndarray,
+    cap: np.ndarray,
     p_alive: np.ndarray,
+    win_rate: float = 1.0,
     top_k: int = 3,
     chunk: int = 20_000,
 ) -> CrossSell:
@@ -123,7 +140,7 @@ def cross_sell(
         best[dense_held] = -1
         best_conf = np.where(best >= 0, (best // n_p) / _CONF_SCALE, 0.0)
         cust = has + start
-        ev = margin[None, :] * factor[cust][:, None] * p_alive[cust][:, None]
+        ev = capped_gain(margin[None, :], cap[cust][:, None]) * p_alive[cust][:, None] * win_rate
         score = best_conf * ev
         score[best < 0] = -1.0
         k = min(top_k, n_p)
@@ -180,9 +197,10 @@ def up_sell(
     family_max_tier: np.ndarray,
     margin: np.ndarray,
     customer_value: np.ndarray,
-    factor: np.ndarray,
+    cap: np.ndarray,
     p_alive: np.ndarray,
     held: sp.csr_matrix,
+    win_rate: float = 1.0,
     threshold: float = 0.9,
     periods: int = 3,
     high_value_quantile: float = 0.8,
@@ -216,7 +234,7 @@ def up_sell(
     gain = (margin[tgt] - margin[hp[idx]]) * qty
     gain = np.where(gain > 0, gain, margin[tgt] * qty)
     c = holding_customer[idx]
-    ev = np.maximum(gain, 0.0) * factor[c] * p_alive[c]
+    ev = capped_gain(gain, cap[c]) * p_alive[c] * win_rate
     present = ~np.isnan(util[idx]) if util.shape[1] else np.zeros((len(idx), 0), bool)
     counts = present.sum(axis=1)
     sums = np.where(present, util[idx], 0.0).sum(axis=1) if util.shape[1] else np.zeros(len(idx))

@@ -11,7 +11,7 @@ from decimal import Decimal
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import DecimalField, ExpressionWrapper, F, Q, Sum, Value, Window
+from django.db.models import Count, DecimalField, ExpressionWrapper, F, Q, Sum, Value, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
@@ -35,17 +35,26 @@ class RegenerationResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _customer_values(customer_ids: np.ndarray, index: dict[int, int]) -> tuple[np.ndarray, np.ndarray, str]:
-    """(value, p_alive) per customer: the current CLV run if there is one, else historical margin and p_alive = 1."""
+def _customer_values(
+    customer_ids: np.ndarray, index: dict[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(value, p_alive, cap) per customer.
+
+    With a current CLV run: value = CLV, cap = CLV for scored customers (inf for those the run
+    did not score). Without one: historical margin, p_alive = 1 and no cap.
+    """
+    from crm.selectors.values import clv_field  # noqa: PLC0415
+
     n = len(customer_ids)
     value = np.zeros(n)
     p_alive = np.ones(n)
+    cap = np.full(n, np.inf)
     source = "historical"
     try:
         from clv.models import CustomerValue  # noqa: PLC0415 - the clv tables may not exist yet
 
         rows = list(
-            CustomerValue.objects.filter(run__is_current=True).values_list("customer_id", "clv", "p_alive")
+            CustomerValue.objects.filter(run__is_current=True).values_list("customer_id", clv_field(), "p_alive")
         )
     except Exception:  # noqa: BLE001 - no clv app/tables yet: start with historical value
         rows = []
@@ -55,8 +64,9 @@ def _customer_values(customer_ids: np.ndarray, index: dict[int, int]) -> tuple[n
             i = index.get(cid)
             if i is not None:
                 value[i] = float(clv or 0)
+                cap[i] = max(value[i], 0.0)
                 p_alive[i] = float(pa if pa is not None else 1.0)
-        return value, p_alive, source
+        return value, p_alive, cap, source
     margin = (
         Purchase.objects.values("customer_id")
         .annotate(
@@ -73,11 +83,35 @@ def _customer_values(customer_ids: np.ndarray, index: dict[int, int]) -> tuple[n
         i = index.get(cid)
         if i is not None:
             value[i] = float(m or 0)
-    return value, p_alive, source
+    return value, p_alive, cap, source
+
+
+def win_rates() -> dict[str, float]:
+    """Per kind, how often its suggestions were won out of those decided (won, lost, dismissed), with a Beta prior."""
+    decided_statuses = [Opportunity.Status.WON, Opportunity.Status.LOST, Opportunity.Status.DISMISSED]
+    counts = {kind: [0, 0] for kind in Opportunity.Kind.values}
+    rows = (
+        Opportunity.objects.filter(status__in=decided_statuses)
+        .values("kind", "status")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    for r in rows:
+        c = counts.setdefault(r["kind"], [0, 0])
+        c[1] += r["n"]
+        if r["status"] == Opportunity.Status.WON:
+            c[0] += r["n"]
+    return {
+        kind: engine.win_rate(won, decided, prior_a=settings.OPPORTUNITY_WIN_PRIOR_A,
+                              prior_b=settings.OPPORTUNITY_WIN_PRIOR_B)
+        for kind, (won, decided) in counts.items()
+    }
 
 
 def _fmt_money(x: float) -> str:
-    return f"{x:,.0f}"
+    from crm.templatetags.crm_ui import format_money  # noqa: PLC0415
+
+    return format_money(x)
 
 
 def opportunities_regenerate(
@@ -138,8 +172,8 @@ def opportunities_regenerate(
     result.timings["load"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    value, p_alive, result.value_source = _customer_values(customer_ids, c_index)
-    factor = engine.value_factor(value) if n_c else np.array([])
+    value, p_alive, ev_cap, result.value_source = _customer_values(customer_ids, c_index)
+    rates = win_rates()
     result.timings["values"] = time.perf_counter() - t1
 
     t1 = time.perf_counter()
@@ -147,7 +181,9 @@ def opportunities_regenerate(
     rules = engine.association_rules(
         held, min_support=min_support, min_count=cfg.OPPORTUNITY_MIN_COUNT, min_lift=cfg.OPPORTUNITY_MIN_LIFT
     )
-    cs = engine.cross_sell(held, rules, margin=margin, factor=factor, p_alive=p_alive, top_k=top_k)
+    cs = engine.cross_sell(
+        held, rules, margin=margin, cap=ev_cap, p_alive=p_alive, win_rate=rates[Opportunity.Kind.CROSS_SELL], top_k=top_k
+    )
 
     periods = cfg.UPSELL_PERIODS
     util = np.full((len(h_ids), max(periods, 1)), np.nan)
@@ -175,7 +211,7 @@ def opportunities_regenerate(
     us = engine.up_sell(
         holding_customer=h_cust, holding_product=h_prod, holding_quantity=h_qty, utilisation=util,
         next_tier=next_tier, tier=tier, family_max_tier=family_max_tier, margin=margin,
-        customer_value=value, factor=factor, p_alive=p_alive, held=held,
+        customer_value=value, cap=ev_cap, p_alive=p_alive, held=held, win_rate=rates[Opportunity.Kind.UP_SELL],
         threshold=cfg.UPSELL_UTILISATION_THRESHOLD, periods=periods,
         high_value_quantile=cfg.UPSELL_HIGH_VALUE_QUANTILE,
     )
@@ -198,7 +234,8 @@ def opportunities_regenerate(
             "rule": {"antecedent": products[a][1], "consequent": products[b][1]},
             "confidence": round(conf, 4), "lift": round(lift, 3), "support": round(sup, 5),
             "antecedent_holders": int(rules.holders[a]), "co_holders": int(rules.co[a, b]),
-            "margin": round(float(margin[b]), 2), "value_factor": round(float(factor[c]), 3),
+            "margin": round(float(margin[b]), 2), "cap": _cap(ev_cap[c]),
+            "win_rate": round(rates[Opportunity.Kind.CROSS_SELL], 4),
             "p_alive": round(float(p_alive[c]), 4), "value_source": result.value_source,
         }
         suggestions[(int(customer_ids[c]), int(p_ids[b]), Opportunity.Kind.CROSS_SELL)] = (
@@ -226,7 +263,8 @@ def opportunities_regenerate(
             "reason": reason, "from_sku": products[a][1], "to_sku": products[b][1],
             "utilisation": None if np.isnan(u) else round(u, 4), "periods": periods,
             "capacity": None if np.isnan(cap_last[hi]) else float(cap_last[hi]),
-            "customer_value": round(float(value[c]), 2), "value_factor": round(float(factor[c]), 3),
+            "customer_value": round(float(value[c]), 2), "cap": _cap(ev_cap[c]),
+            "win_rate": round(rates[Opportunity.Kind.UP_SELL], 4),
             "p_alive": round(float(p_alive[c]), 4), "value_source": result.value_source,
         }
         suggestions[(int(customer_ids[c]), int(p_ids[b]), Opportunity.Kind.UP_SELL)] = (
@@ -290,6 +328,10 @@ def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
             batch = []
     if batch:
         Opportunity.objects.bulk_create(batch)
+
+
+def _cap(x: float) -> float | None:
+    return None if not np.isfinite(x) else round(float(x), 2)
 
 
 def _money(x: float) -> Decimal:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import F, OuterRef, Prefetch, Q, QuerySet, Subquery
@@ -18,9 +19,11 @@ from django.utils import timezone
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Usage
 from crm.selectors.values import (
     annotate_run_values,
+    clv_field,
     clv_model,
     current_run,
     customer_value_history,
+    next_12m_field,
     previous_run,
 )
 
@@ -38,7 +41,7 @@ SORTS = {
     "clv": "CLV",
     "p_alive": "Probability active",
     "last_contact": "Last contact",
-    "historical_value": "Historical value",
+    "historical_value": "Historical margin",
     "name": "Name",
 }
 DEFAULT_SORT = "-clv"
@@ -161,6 +164,10 @@ def account_360(user, pk: int) -> dict[str, Any]:
     value = None
     if run is not None:
         value = clv_model("CustomerValue").objects.filter(run=run, customer=customer).first()
+        if value is not None:  # the page reads .clv and .value_12m whatever the stored fields are called
+            value.clv = getattr(value, clv_field())
+            twelve = next_12m_field()
+            value.value_12m = getattr(value, twelve) if twelve else None
     history = customer_value_history(customer)
     people = list(customer.people.all())
     opportunities = list(
@@ -173,13 +180,90 @@ def account_360(user, pk: int) -> dict[str, Any]:
         "customer": customer,
         "run": run,
         "value": value,
+        "change": value_change(customer, run, value),
         "risk": risk_level(value.p_alive if value is not None else None),
         "history": history,
-        "history_values": [_field(h, "clv") for h in history],
+        "history_values": [_field(h, clv_field()) for h in history],
         "people": people,
         "opportunities": opportunities,
         "last_contact": last_contact,
     }
+
+
+@dataclass
+class ValueChange:
+    """How a customer's CLV moved between the previous run and the current one, and why, in words."""
+
+    previous_run: Any
+    previous: Any  # the CustomerValue of the previous run (None: first scored in this run)
+    delta: Any = None
+    relative: float | None = None
+    drivers: list[str] = field(default_factory=list)
+
+    @property
+    def direction(self) -> str:
+        if self.delta is None or self.delta == 0:
+            return "flat"
+        return "up" if self.delta > 0 else "down"
+
+
+# Changes smaller than these are not worth a sentence.
+P_ALIVE_STEP = 0.02
+SPEND_STEP = 0.02
+
+
+def value_change(customer: Customer, run, value) -> ValueChange | None:
+    """The change since the previous run with its drivers: new purchases, time since the last one, spend, a refit."""
+    from crm.templatetags.crm_ui import format_money, format_number, format_percent  # noqa: PLC0415
+
+    if run is None or value is None:
+        return None
+    prev_run = previous_run(run)
+    if prev_run is None:
+        return None
+    clv = clv_field()
+    previous = clv_model("CustomerValue").objects.filter(run=prev_run, customer=customer).first()
+    if previous is None:
+        return ValueChange(prev_run, None, drivers=[
+            f"First scored in this run: the customer had no purchase before {prev_run.as_of:%d %b %Y}."
+        ])
+    now_v, then_v = getattr(value, clv), getattr(previous, clv)
+    delta = now_v - then_v
+    change = ValueChange(prev_run, previous, delta, float(delta / then_v) if then_v else None)
+    drivers = change.drivers
+    new_occasions = max(value.frequency - previous.frequency, 0)
+    if new_occasions:
+        drivers.append(
+            f"{format_number(new_occasions)} new purchase {'occasion' if new_occasions == 1 else 'occasions'} since "
+            f"{prev_run.as_of:%d %b %Y}: more purchases raise the expected number of future ones."
+        )
+    days_since = value.T - value.recency
+    if value.p_alive < previous.p_alive - P_ALIVE_STEP:
+        reason = "no purchase since then" if not new_occasions else "the gap since the last purchase grew"
+        drivers.append(
+            f"{format_number(days_since)} days since the last purchase ({reason}): the probability of still being "
+            f"active fell from {format_percent(previous.p_alive)} to {format_percent(value.p_alive)}."
+        )
+    elif value.p_alive > previous.p_alive + P_ALIVE_STEP:
+        drivers.append(
+            f"The probability of still being active rose from {format_percent(previous.p_alive)} to "
+            f"{format_percent(value.p_alive)}."
+        )
+    old_spend, new_spend = previous.expected_avg_value, value.expected_avg_value
+    if old_spend and abs(new_spend - old_spend) > abs(old_spend) * Decimal(str(SPEND_STEP)):
+        drivers.append(
+            f"Average spend per purchase {'rose' if new_spend > old_spend else 'fell'} from {format_money(old_spend)} "
+            f"to {format_money(new_spend)}."
+        )
+    if (run.model, run.params) != (prev_run.model, prev_run.params):
+        drivers.append(
+            "The model was refitted on everyone's latest history"
+            + (f" ({prev_run.model} → {run.model})" if run.model != prev_run.model else "")
+            + ": part of the change comes from the new fit, not from this customer."
+        )
+    if not drivers:
+        drivers.append("Nothing in this customer's history changed; the value moved with time passing.")
+    return change
 
 
 def _field(row, name: str):
@@ -207,6 +291,7 @@ def _as_datetime(d) -> datetime:
 
 def timeline(customer: Customer, *, facets: list[str] | None = None, limit: int = TIMELINE_LIMIT) -> list[TimelineItem]:
     """The four facets merged newest first: at most `limit` items, one query per facet shown."""
+    from crm.templatetags.crm_ui import format_money, format_number  # noqa: PLC0415
     wanted = set(facets or [f for f, _ in FACETS])
     items: list[TimelineItem] = []
     if "contact" in wanted:
@@ -239,7 +324,7 @@ def timeline(customer: Customer, *, facets: list[str] | None = None, limit: int 
             items.append(
                 TimelineItem(
                     "purchase", p.purchased_at, f"{name} × {p.quantity.normalize():f}",
-                    f"{p.amount:,.2f}" + (f" · order {p.order_ref}" if p.order_ref else ""), key=f"purchase-{p.pk}",
+                    format_money(p.amount, 2) + (f" · order {p.order_ref}" if p.order_ref else ""), key=f"purchase-{p.pk}",
                 )
             )
     if "usage" in wanted:
@@ -251,7 +336,8 @@ def timeline(customer: Customer, *, facets: list[str] | None = None, limit: int 
         for u in usage:
             capacity = u.capacity if u.capacity is not None else u.holding.capacity
             unit = u.holding.product.capacity_unit
-            text = f"used {u.used.normalize():f}" + (f" of {capacity.normalize():f}" if capacity else "") + (f" {unit}" if unit else "")
+            text = f"used {format_number(u.used)}" + (f" of {format_number(capacity)}" if capacity else "") + (
+                f" {unit}" if unit else "")
             badges = []
             if capacity:
                 share = float(u.used / capacity)

@@ -54,7 +54,53 @@ def values_relation() -> str:
     return clv_model("CustomerValue")._meta.get_field("customer").related_query_name()
 
 
+# The one place that says which stored field a page's "CLV" is. Every page, export, chart and
+# the opportunity engine read CLV through clv_field(), so when the CLV engine renames or
+# redefines its fields the switch is made here alone.
+CLV_FIELD = "clv"
+# The next-12-months value stored beside the lifetime CLV, under whichever of these names the
+# CLV engine gives it (none yet: then the stored CLV itself covers the configured horizon).
+NEXT_12M_FIELDS = ("value_12m", "clv_12m", "next_12m_value", "next_12m")
+
 VALUE_FIELDS = ("clv", "p_alive", "expected_purchases", "historical_value", "classic_value", "expected_avg_value")
+
+
+def clv_field() -> str:
+    """The CustomerValue field read wherever a page says "CLV"."""
+    return CLV_FIELD
+
+
+def next_12m_field() -> str | None:
+    """The CustomerValue field holding the next-12-months value, or None while the engine stores none."""
+    model = clv_model("CustomerValue")
+    if model is None:
+        return None
+    names = {f.name for f in model._meta.get_fields()}
+    return next((n for n in NEXT_12M_FIELDS if n in names), None)
+
+
+def clv_is_lifetime() -> bool:
+    """True once the stored CLV covers the whole remaining relationship (a 12-month value is stored beside it)."""
+    return next_12m_field() is not None
+
+
+def clv_horizon_label() -> str:
+    """What the stored CLV covers, in words: "whole relationship" or "next 12 months"."""
+    from django.conf import settings
+
+    if clv_is_lifetime():
+        return "whole remaining relationship"
+    months = getattr(settings, "CLV_HORIZON_MONTHS", 12)
+    return f"next {months} months"
+
+
+def stored_field(name: str) -> str:
+    """The CustomerValue column behind a logical value name ("clv" -> clv_field(), "value_12m" -> ...)."""
+    if name == "clv":
+        return clv_field()
+    if name == "value_12m":
+        return next_12m_field() or clv_field()
+    return name
 
 
 def annotate_run_values(qs: QuerySet, run, *, prefix: str = "", fields=VALUE_FIELDS) -> QuerySet:
@@ -64,7 +110,7 @@ def annotate_run_values(qs: QuerySet, run, *, prefix: str = "", fields=VALUE_FIE
     rel = values_relation()
     alias = f"{prefix}cv"
     qs = qs.annotate(**{alias: FilteredRelation(rel, condition=Q(**{f"{rel}__run_id": run.pk}))})
-    return qs.annotate(**{f"{prefix}{name}": F(f"{alias}__{name}") for name in fields})
+    return qs.annotate(**{f"{prefix}{name}": F(f"{alias}__{stored_field(name)}") for name in fields})
 
 
 def current_values() -> QuerySet | None:

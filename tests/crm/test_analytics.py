@@ -111,11 +111,19 @@ def test_q3_most_profitable_by_margin(data):
         analytics.most_profitable(admin, by="vibes")
 
 
-@pytest.mark.postgres
+# Questions 4 and 6: the database's own answer (one PostgreSQL query, or the portable one on
+# SQLite) and the portable ORM answer must agree on every database.
+Q4 = pytest.mark.parametrize("q4", [analytics.events_before_loss, analytics.events_before_loss_portable],
+                             ids=["native", "portable"])
+Q6 = pytest.mark.parametrize("q6", [analytics.events_before_purchase, analytics.events_before_purchase_portable],
+                             ids=["native", "portable"])
+
+
+@Q4
 @pytest.mark.django_db
-def test_q4_events_before_loss(data):
+def test_q4_events_before_loss(data, q4):
     admin, rep1 = data["org"]["admin"], data["org"]["north_rep1"]
-    r = analytics.events_before_loss(admin, window_days=30, as_of=AS_OF)
+    r = q4(admin, window_days=30, as_of=AS_OF)
     assert r["lost_customers"] == 1
     assert r["base_customers"] == 3
     top = r["kinds"][0]
@@ -124,11 +132,11 @@ def test_q4_events_before_loss(data):
     assert top["kind"] == "complaint"
     assert top["rate"] == 1.0
     assert top["base_rate"] == 0.0
-    r = analytics.events_before_loss(admin, window_days=60, as_of=AS_OF)
+    r = q4(admin, window_days=60, as_of=AS_OF)
     comp = next(k for k in r["kinds"] if k["kind"] == "complaint")
     assert comp["base_rate"] == round(1 / 3, 4)
     assert comp["lift"] == 3.0
-    assert analytics.events_before_loss(rep1, window_days=30, as_of=AS_OF)["lost_customers"] == 0
+    assert q4(rep1, window_days=30, as_of=AS_OF)["lost_customers"] == 0
 
 
 @pytest.mark.django_db
@@ -142,11 +150,11 @@ def test_q5_customer_products(data):
     assert {r["customer"] for r in analytics.customer_products(rep1, product="B")} == {"One"}
 
 
-@pytest.mark.postgres
+@Q6
 @pytest.mark.django_db
-def test_q6_events_before_purchase(data):
+def test_q6_events_before_purchase(data, q6):
     admin, rep1 = data["org"]["admin"], data["org"]["north_rep1"]
-    r = analytics.events_before_purchase(admin, window_days=30)
+    r = q6(admin, window_days=30)
     kinds = {k["kind"]: k for k in r["kinds"]}
     # 6 events; followed by a purchase within 30 days: both fundings (5 and 10 days) -> base 2/6.
     assert r["events"] == 6
@@ -156,9 +164,9 @@ def test_q6_events_before_purchase(data):
     assert kinds["funding"]["lift"] == 3.0
     assert kinds["funding"]["median_lead_days"] == 7.5
     assert kinds["relocation"]["rate"] == 0.0
-    r = analytics.events_before_purchase(admin, window_days=30, product="A")
+    r = q6(admin, window_days=30, product="A")
     assert {k["kind"]: k["followed_by_purchase"] for k in r["kinds"]}["funding"] == 1
-    r = analytics.events_before_purchase(rep1, window_days=30, since=date(2026, 1, 1))
+    r = q6(rep1, window_days=30, since=date(2026, 1, 1))
     assert r["events"] == 3
     assert {k["kind"] for k in r["kinds"]} == {"funding", "relocation", "complaint"}
 
@@ -226,19 +234,20 @@ def plant_events(n=300, seed=3):
     return customers
 
 
-@pytest.mark.postgres
+@Q4
+@Q6
 @pytest.mark.django_db
-def test_planted_event_kinds_come_out_on_top(sales_org):
+def test_planted_event_kinds_come_out_on_top(sales_org, q4, q6):
     admin = sales_org["admin"]
     plant_events()
-    r4 = analytics.events_before_loss(admin, window_days=60, as_of=AS_OF)
+    r4 = q4(admin, window_days=60, as_of=AS_OF)
     assert r4["lost_customers"] == 60
     top = r4["kinds"][0]
     assert top["kind"] == "competitor_change"
     assert top["rate"] >= 0.7
     others = [k for k in r4["kinds"][1:] if k["lift"] is not None]
     assert all(k["lift"] < 3 for k in others)
-    r6 = analytics.events_before_purchase(admin, window_days=30)
+    r6 = q6(admin, window_days=30)
     top = r6["kinds"][0]
     assert top["kind"] == "new_opportunity"
     assert top["rate"] >= 0.95

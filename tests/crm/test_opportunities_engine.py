@@ -33,7 +33,7 @@ def test_planted_association_in_top3_and_beats_popularity():
     X = E.holding_matrix(ci, pi, *h.shape)
     rules = E.association_rules(X, min_support=0.001, min_count=5)
     n_c, n_p = h.shape
-    cs = E.cross_sell(X, rules, margin=np.full(n_p, 100.0), factor=np.ones(n_c), p_alive=np.ones(n_c), top_k=3)
+    cs = E.cross_sell(X, rules, margin=np.full(n_p, 100.0), cap=np.full(n_c, np.inf), p_alive=np.ones(n_c), top_k=3)
     target = np.flatnonzero(h[:, 3] & ~h[:, 9])
     hit = set(cs.customer[cs.product == 9].tolist())
     recall = np.mean([c in hit for c in target])
@@ -76,9 +76,30 @@ def test_up_sell_capacity_and_value_rules():
     r = E.up_sell(
         holding_customer=hc, holding_product=hp, holding_quantity=np.ones(4), utilisation=util,
         next_tier=next_tier, tier=tier, family_max_tier=fam_max, margin=margin, customer_value=value,
-        factor=np.ones(5), p_alive=np.ones(5), held=held, threshold=0.9, periods=3, high_value_quantile=0.8,
+        cap=np.full(5, np.inf), p_alive=np.ones(5), held=held, threshold=0.9, periods=3, high_value_quantile=0.8,
     )
     got = dict(zip(r.holding.tolist(), r.reason.tolist(), strict=True))
     assert got == {0: "capacity", 3: "value"}
     assert set(r.target.tolist()) == {1}
     assert np.allclose(r.expected_value, 20.0)  # margin gained: 30 - 10
+
+
+def test_expected_value_is_capped_by_clv_and_weighted_by_p_alive_and_win_rate():
+    h = _planted()
+    ci, pi = np.nonzero(h)
+    X = E.holding_matrix(ci, pi, *h.shape)
+    rules = E.association_rules(X, min_support=0.001, min_count=5)
+    n_c, n_p = h.shape
+    cap = np.linspace(1.0, 500.0, n_c)
+    p_alive = np.linspace(0.05, 1.0, n_c)
+    cs = E.cross_sell(X, rules, margin=np.full(n_p, 100.0), cap=cap, p_alive=p_alive, win_rate=0.2, top_k=3)
+    assert cs.expected_value.size
+    expected = np.minimum(100.0, cap[cs.customer]) * p_alive[cs.customer] * 0.2
+    assert np.allclose(cs.expected_value, expected)
+    assert (cs.expected_value <= 0.2 * cap[cs.customer] + 1e-9).all()
+
+
+def test_win_rate_starts_at_the_prior_and_learns():
+    assert E.win_rate(0, 0, prior_a=1, prior_b=4) == 0.2
+    assert E.win_rate(30, 40, prior_a=1, prior_b=4) == 31 / 45
+    assert E.win_rate(0, 40, prior_a=1, prior_b=4) < 0.05

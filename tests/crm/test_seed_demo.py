@@ -2,10 +2,12 @@
 
 import hashlib
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db.models import Max
+from django.utils import timezone
 
 from accounts.models import User
 from crm.demo.seed import seed_demo
@@ -118,3 +120,29 @@ def test_command_writes_truth_and_if_empty_leaves_data_alone(tmp_path, capsys):
     call_command("seed_demo", customers=50, seed=9, if_empty=True, truth_file=str(truth_file), verbosity=0)
     assert Purchase.objects.count() == before
     assert "demo-pass-2026" in capsys.readouterr().out
+
+
+def test_histories_end_today_with_recent_events_and_follow_ups_due_this_week():
+    today = timezone.localdate()
+    truth = seed_demo(customers=N, seed=10)
+    assert truth["as_of"] == today.isoformat()
+    last_purchase = Purchase.objects.aggregate(last=Max("purchased_at"))["last"]
+    assert (today - last_purchase.date()).days <= 7
+    assert not Purchase.objects.filter(purchased_at__date__gt=today).exists()
+    since = timezone.now() - timedelta(days=30)
+    rep = User.objects.get(username="rep_north_1")
+    # What My day shows a new user: events of the last 30 days and follow-ups due this week.
+    assert Event.objects.filter(customer__owner=rep, occurred_at__gte=since).exists()
+    open_follow_ups = Contact.objects.filter(salesperson=rep, follow_up_on__isnull=False, follow_up_done_at__isnull=True)
+    assert open_follow_ups.filter(follow_up_on__gte=today - timedelta(days=7), follow_up_on__lte=today).exists()
+    assert not open_follow_ups.filter(follow_up_on__lt=today - timedelta(days=7)).exists()  # old ones were done
+    assert Contact.objects.filter(follow_up_done_at__isnull=False).exists()
+    assert truth["open_follow_ups"] == Contact.objects.filter(
+        follow_up_on__isnull=False, follow_up_done_at__isnull=True).count()
+
+
+def test_as_of_moves_the_whole_history():
+    seed_demo(customers=100, seed=12, as_of=date(2025, 3, 31))
+    last = Purchase.objects.aggregate(last=Max("purchased_at"))["last"].date()
+    assert date(2025, 3, 1) <= last <= date(2025, 3, 31)
+    assert not Event.objects.filter(occurred_at__date__gt=date(2025, 3, 31)).exists()

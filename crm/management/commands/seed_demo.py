@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from crm.demo.seed import DEFAULT_AS_OF, DEMO_PASSWORD, seed_demo
+from crm.demo.seed import DEMO_PASSWORD, seed_demo
 from crm.models import Customer
 
 STEPS = ["users", "products", "customers", "people", "holdings", "usage", "purchases", "events", "contacts"]
@@ -22,8 +22,11 @@ class Command(BaseCommand):
         parser.add_argument("--customers", type=int, default=2000)
         parser.add_argument("--seed", type=int, default=42)
         parser.add_argument("--products", type=int, default=20, help="catalogue size (at least 20 for the planted facts)")
-        parser.add_argument("--as-of", type=date.fromisoformat, default=DEFAULT_AS_OF, help="YYYY-MM-DD; history ends here")
+        parser.add_argument("--as-of", type=date.fromisoformat, default=None,
+                            help="YYYY-MM-DD; history ends here (default: today)")
         parser.add_argument("--if-empty", action="store_true", help="do nothing when customers already exist")
+        parser.add_argument("--values-if-missing", action="store_true",
+                            help="then compute CLV and opportunities, unless a current CLV run exists already")
         parser.add_argument("--truth-file", default=str(Path(settings.BASE_DIR) / "var" / "demo_ground_truth.json"))
 
     def handle(self, *args, **opts):
@@ -33,6 +36,7 @@ class Command(BaseCommand):
             raise CommandError("--products must be at least 20 (the planted associations need the base catalogue)")
         if opts["if_empty"] and Customer.objects.exists():
             self.stdout.write("Customers exist already; demo data left as it is.")
+            self._values_if_missing(opts)
             self._print_logins()
             return
         if Customer.objects.filter(external_id__startswith="DEMO-").exists():
@@ -57,7 +61,28 @@ class Command(BaseCommand):
             f"Seeded {opts['customers']:,} customers and {truth['purchase_lines']:,} purchase lines "
             f"in {elapsed:.1f} s; ground truth in {truth_path}"
         )
+        self._values_if_missing(opts)
         self._print_logins()
+
+    def _values_if_missing(self, opts):
+        """CLV and opportunities for the demo, only when there is no current run (a restart adds no trend point)."""
+        if not opts["values_if_missing"]:
+            return
+        from clv.models import ClvRun
+        from clv.services import run_clv
+        from crm.opportunities.services import opportunities_regenerate
+
+        current = ClvRun.objects.filter(is_current=True).first()
+        if current is not None:
+            self.stdout.write(f"CLV run {current.pk} of {current.as_of} is current; values left as they are.")
+            return
+        started = time.perf_counter()
+        run = run_clv(as_of=opts["as_of"])
+        result = opportunities_regenerate(as_of=run.as_of)
+        self.stdout.write(
+            f"CLV run {run.pk} as of {run.as_of} ({run.status}) and {result.created + result.updated:,} "
+            f"opportunities in {time.perf_counter() - started:.1f} s"
+        )
 
     def _print_logins(self):
         self.stdout.write(
