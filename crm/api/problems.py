@@ -48,6 +48,24 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+    def __init__(self, limit: int):
+        super().__init__(f"The request body is larger than this endpoint accepts ({limit:,} bytes at most).")
+
+
+class ExternalIdTaken(exceptions.APIException):
+    """A write names an external_id already in use. Said the same way whoever's the record is."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "external_id_taken"
+
+    def __init__(self, external_id: str):
+        super().__init__(f"external_id {external_id!r} is already in use; choose another one.")
+
+
 class BulkInvalid(exceptions.APIException):
     """A bulk request with invalid records: nothing was written. `detail` is a list of record errors."""
 

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import ApiToken
-from accounts.tokens import token_issue, token_revoke
+from accounts.tokens import TooManyTokens, token_issue, token_revoke
 from clv.models import ClvRun, CustomerValue
 from crm import services, sync
 from crm.api import serializers as s
@@ -30,8 +30,8 @@ from crm.api.filters import (
     PurchaseFilter,
     UsageFilter,
 )
-from crm.api.problems import Gone, NotOnThisDatabase
-from crm.api.throttling import LoginThrottle
+from crm.api.problems import Conflict, Gone, NotOnThisDatabase
+from crm.api.throttling import ApiThrottle, LoginThrottle, LoginUsernameThrottle
 from crm.api.viewsets import LOOKUP, SyncedViewSet
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
 
@@ -329,12 +329,17 @@ class TokenView(APIView):
     """Get a token with a username and password; revoke the token you are using."""
 
     permission_classes = [permissions.AllowAny]
-    throttle_classes = [LoginThrottle]
+    throttle_classes = [LoginThrottle, LoginUsernameThrottle]
 
     def get_permissions(self):
         if self.request.method == "DELETE":
             return [permissions.IsAuthenticated()]
         return super().get_permissions()
+
+    def get_throttles(self):
+        if self.request.method == "DELETE":  # revoking is not guessing: the ordinary API budget
+            return [ApiThrottle()]
+        return super().get_throttles()
 
     @extend_schema(request=s.TokenRequestSerializer, responses={201: s.IssuedTokenSerializer}, auth=[])
     def post(self, request):
@@ -344,7 +349,10 @@ class TokenView(APIView):
         user = authenticate(request._request, username=data["username"], password=data["password"])
         if user is None or not user.is_active:
             raise exceptions.AuthenticationFailed("Wrong username or password.")
-        token, key = token_issue(user=user, name=data["name"])
+        try:
+            token, key = token_issue(user=user, name=data["name"])
+        except TooManyTokens as exc:
+            raise Conflict(str(exc)) from None
         body = s.TokenSerializer(token).data | {"token": key}
         return Response(body, status=status.HTTP_201_CREATED)
 
