@@ -1,4 +1,7 @@
-"""Query filters per resource: the fields a syncing client or a search would use."""
+"""Query filters per resource: the fields a syncing client or a search would use.
+
+A filter named with no value (`?updated_before=`) is a 400, not an unfiltered answer.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import django_filters as filters
 from django import forms
 from django.db import models
 from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework.exceptions import ValidationError
 
 from clv.models import ClvRun, CustomerValue
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
@@ -160,6 +164,10 @@ class FilterBackend(DjangoFilterBackend):
 
     def filter_queryset(self, request, queryset, view):
         filterset_class = self.get_filterset_class(view, queryset)
-        if filterset_class is None or not set(filterset_class.base_filters) & set(request.query_params):
+        named = set(filterset_class.base_filters) & set(request.query_params) if filterset_class else set()
+        if not named:
             return queryset
+        empty = sorted(name for name in named if "" in request.query_params.getlist(name))
+        if empty:  # django-filter would ignore them: say so instead of answering unfiltered
+            raise ValidationError({name: ["Give a value, or leave the parameter out."] for name in empty})
         return super().filter_queryset(request, queryset, view)

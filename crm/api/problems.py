@@ -57,13 +57,18 @@ class RequestTooLarge(exceptions.APIException):
 
 
 class ExternalIdTaken(exceptions.APIException):
-    """A write names an external_id already in use. Said the same way whoever's the record is."""
+    """A write names an external_id already in use: said the same way whether the record using it
+    is one the caller may see or not, so the answer tells nothing of whose it is."""
 
     status_code = status.HTTP_409_CONFLICT
     default_code = "external_id_taken"
 
+    @staticmethod
+    def message(external_id: str) -> str:
+        return f"external_id {external_id!r} is already in use; choose another one."
+
     def __init__(self, external_id: str):
-        super().__init__(f"external_id {external_id!r} is already in use; choose another one.")
+        super().__init__(self.message(external_id))
 
 
 class BulkInvalid(exceptions.APIException):

@@ -67,7 +67,7 @@ class CustomerViewSet(SyncedViewSet):
         return services.customer_create(**data)
 
     @extend_schema(parameters=[LOOKUP], responses=s.CustomerValueSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def values(self, request, *args, **kwargs):
         """The customer's value in every successful CLV run, newest first (for trends)."""
         customer = self.get_object()
@@ -221,9 +221,20 @@ class CustomerValueViewSet(viewsets.ReadOnlyModelViewSet):
         return super().retrieve(request, *args, **kwargs)
 
 
-class ClvRunViewSet(viewsets.ReadOnlyModelViewSet):
-    """CLV runs: when, on what data, with which model, parameters, diagnostics and timings."""
+class ManagersOnly(permissions.BasePermission):
+    """Whole-book figures (CLV runs: counts, holdout totals, diagnostics): managers and admins."""
 
+    message = "Only managers and admins see CLV runs; your customers' values are at /api/v1/values/."
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(user and user.is_authenticated and (user.is_manager or user.sees_everything))
+
+
+class ClvRunViewSet(viewsets.ReadOnlyModelViewSet):
+    """CLV runs (managers and admins): when, on what data, with which model, parameters, diagnostics and timings."""
+
+    permission_classes = [permissions.IsAuthenticated, ManagersOnly]
     serializer_class = s.ClvRunSerializer
     filterset_class = ClvRunFilter
     queryset = ClvRun.objects.all()
