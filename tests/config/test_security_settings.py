@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The production environment documented in docs/security.md (and set by docker-compose.yml).
 PRODUCTION_ENV = {
     "DEBUG": "0",
-    "SECRET_KEY": "p" * 30 + "-production-secret-" + "q" * 30,
+    "SECRET_KEY": secrets.token_urlsafe(50),  # as docs/security.md says to make one
     "ALLOWED_HOSTS": "crm.example.com",
 }
 
