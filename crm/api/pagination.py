@@ -31,6 +31,14 @@ class ApiCursorPagination(CursorPagination):
             raise exceptions.ValidationError({self.page_size_query_param: ["Give a whole number of at least 1."]})
         return min(int(raw), self.max_page_size)
 
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1}
+                parameter["description"] = f"Results per page (default {self.page_size}; above {self.max_page_size}: {self.max_page_size})."
+        return parameters
+
     def paginate_queryset(self, queryset, request, view=None):
         self._model = queryset.model
         return super().paginate_queryset(queryset, request, view)

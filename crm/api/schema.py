@@ -90,6 +90,9 @@ def document_errors(result, generator, request, public):
                 continue
             for code in _error_codes(path, method, operation):
                 operation["responses"].setdefault(code, {"description": ERROR_DESCRIPTIONS[code], "content": problem})
+    for name, component in schemas.items():  # every request body refuses fields it does not know
+        if name.endswith("Request") and component.get("type") == "object" and "properties" in component:
+            component["additionalProperties"] = False
     _opportunity_status_as_read(schemas)
     return result
 

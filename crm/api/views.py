@@ -408,7 +408,7 @@ ANALYTICS_QUESTIONS = {
 class AnalyticsParams(serializers.Serializer):
     since = serializers.DateField(required=False)
     until = serializers.DateField(required=False)
-    product = serializers.CharField(required=False, max_length=64)
+    product = serializers.CharField(required=False, max_length=64, help_text="A product SKU.")
     window_days = serializers.IntegerField(required=False, min_value=1, max_value=3650)
     days = serializers.IntegerField(required=False, min_value=1, max_value=3650)
     by = serializers.ChoiceField(choices=["margin", "clv"], required=False)
@@ -419,13 +419,8 @@ class AnalyticsView(APIView):
     """The salesperson's questions, answered over the customers the caller may see."""
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("question", str, OpenApiParameter.PATH, enum=list(ANALYTICS_QUESTIONS)),
-            OpenApiParameter("since", OpenApiTypes.DATE), OpenApiParameter("until", OpenApiTypes.DATE),
-            OpenApiParameter("product", str, description="A product SKU."),
-            OpenApiParameter("window_days", int), OpenApiParameter("days", int),
-            OpenApiParameter("by", str, enum=["margin", "clv"]), OpenApiParameter("limit", int),
-        ],
+        parameters=[OpenApiParameter("question", str, OpenApiParameter.PATH, enum=list(ANALYTICS_QUESTIONS)),
+                    AnalyticsParams],
         responses=OpenApiTypes.OBJECT,
     )
     def get(self, request, question: str):

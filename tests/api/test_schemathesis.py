@@ -22,7 +22,7 @@ from accounts.tokens import token_issue
 from config.wsgi import application
 from tests.crm import factories as f
 
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 12
 STATEFUL_SCENARIOS = 40
 STATEFUL_STEPS = 8
 
