@@ -28,10 +28,32 @@ class IdFilter(filters.Filter):
         super().__init__(*args, **kwargs)
 
 
+class WholeNumberFilter(filters.Filter):
+    """An integer column: a whole number (django-filter's NumberFilter would take 0.5)."""
+
+    field_class = forms.IntegerField
+
+
+class StrictBooleanFilter(filters.BooleanFilter):
+    """true or false (django-filter's would read any other value, such as null, as no filter)."""
+
+    field_class = forms.TypedChoiceField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("choices", [("true", "true"), ("false", "false")])
+        kwargs.setdefault("coerce", lambda value: value == "true")
+        super().__init__(*args, **kwargs)
+
+
 class IdFilters:
     filter_overrides = {
         models.ForeignKey: {"filter_class": IdFilter},
         models.OneToOneField: {"filter_class": IdFilter},
+        models.IntegerField: {"filter_class": WholeNumberFilter},
+        models.SmallIntegerField: {"filter_class": WholeNumberFilter},
+        models.PositiveSmallIntegerField: {"filter_class": WholeNumberFilter},
+        models.PositiveIntegerField: {"filter_class": WholeNumberFilter},
+        models.BooleanField: {"filter_class": StrictBooleanFilter},
     }
 
 

@@ -90,11 +90,28 @@ def document_errors(result, generator, request, public):
                 continue
             for code in _error_codes(path, method, operation):
                 operation["responses"].setdefault(code, {"description": ERROR_DESCRIPTIONS[code], "content": problem})
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                _non_empty_query_text(parameter)
     for name, component in schemas.items():  # every request body refuses fields it does not know
         if name.endswith("Request") and component.get("type") == "object" and "properties" in component:
             component["additionalProperties"] = False
     _opportunity_status_as_read(schemas)
     return result
+
+
+# Query parameters where an empty value means "the default" (and is accepted as such).
+EMPTY_MEANS_DEFAULT = {"cursor", "ordering", "types"}
+
+
+def _non_empty_query_text(parameter: dict) -> None:
+    """A filter given with no value is a 400 (crm.api.filters), so text query parameters say minLength 1."""
+    schema = parameter.get("schema", {})
+    if parameter.get("in") == "query" and parameter.get("name") not in EMPTY_MEANS_DEFAULT and (
+        schema.get("type") == "string" and "enum" not in schema
+    ):
+        schema.setdefault("minLength", 1)
 
 
 def _opportunity_status_as_read(schemas: dict) -> None:

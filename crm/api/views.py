@@ -428,6 +428,9 @@ class AnalyticsView(APIView):
 
         if question not in ANALYTICS_QUESTIONS:
             raise exceptions.NotFound(f"No question {question!r}; see /api/v1/analytics/.")
+        empty = sorted(k for k in AnalyticsParams().fields if request.query_params.get(k, None) == "")
+        if empty:
+            raise exceptions.ValidationError({k: ["Give a value, or leave the parameter out."] for k in empty})
         params = AnalyticsParams(data=request.query_params)
         params.is_valid(raise_exception=True)
         p = params.validated_data

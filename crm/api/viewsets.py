@@ -251,7 +251,10 @@ class SyncedViewSet(viewsets.ModelViewSet):
     # --- bulk upsert -----------------------------------------------------------------------
 
     @extend_schema(
-        request=inline_serializer("BulkRequest", {"records": serializers.ListField(child=serializers.DictField())}),
+        request=inline_serializer("BulkRequest", {"records": serializers.ListField(
+            child=serializers.DictField(), min_length=1, max_length=settings.API_BULK_MAX,
+            help_text="The records, each with its external_id and the resource's fields.",
+        )}),
         responses={200: BULK_RESULT, 422: OpenApiResponse(description="Invalid records; nothing was written.")},
         parameters=[IDEMPOTENCY_KEY],
         description="Create or update up to 1,000 records keyed by external_id, in one transaction.",

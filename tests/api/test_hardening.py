@@ -293,3 +293,12 @@ def test_a_rep_moving_records_keeps_the_visibility_rule(api, book, sales_org):
     assert client.get(f"/api/v1/customers/{other.pk}/").status_code == 404
     assert client.patch(f"/api/v1/contacts/{book['a1']['contact'].pk}/", {"customer": other.pk},
                         format="json").status_code == 400
+
+
+def test_schema_and_docs_are_public_but_every_operation_needs_a_token(client):
+    """The decision documented in docs/security.md: the description is public, the data is not."""
+    assert client.get("/api/v1/schema/").status_code == 200
+    docs = client.get("/api/v1/docs/")
+    assert docs.status_code == 200
+    assert b"<script>" not in docs.content  # Swagger UI's script is a file of its own (CSP)
+    assert client.get("/api/v1/customers/").status_code == 401

@@ -3,7 +3,7 @@
 The schema is served by the app itself (drf-spectacular) and the requests go through the
 WSGI app into the test database (PostgreSQL in CI), with a real token. Every built-in check
 runs (no server error, status codes, content types, headers and bodies as documented, invalid
-data refused, valid data accepted, missing auth refused, deleted resources gone, ...), first
+data refused, missing auth refused, deleted resources gone, ...), first
 on a bounded number of examples per operation, then in the stateful phase, where the links
 schemathesis infers (a created record's id into its read, update and delete) chain calls.
 Bounded so the whole module runs in a few minutes. It needs PostgreSQL, the API's deployment
@@ -17,12 +17,20 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from accounts.tokens import token_issue
 from config.wsgi import application
 from tests.crm import factories as f
 
 EXAMPLES_PER_OPERATION = 12
+
+# Every built-in check runs but one: "schema-valid data is accepted" cannot hold for this API,
+# whose bodies name other records (a contact's customer, a purchase's product) by id or
+# external_id: a generated id is schema-valid yet names no record the caller may see, and is
+# rightly a 400. Everything a schema can say (types, bounds, enums, unknown fields refused,
+# non-empty filters) is said, and invalid data must still be refused (negative_data_rejection).
+EXCLUDED_CHECKS = [positive_data_acceptance]
 STATEFUL_SCENARIOS = 40
 STATEFUL_STEPS = 8
 
@@ -79,7 +87,7 @@ def _skip_self_revocation(case) -> None:
 @pytest.mark.postgres
 def test_api_never_errors_and_matches_its_schema(case, fuzz_token):
     _skip_self_revocation(case)
-    case.call_and_validate(headers={"Authorization": f"Token {fuzz_token}"})
+    case.call_and_validate(headers={"Authorization": f"Token {fuzz_token}"}, excluded_checks=EXCLUDED_CHECKS)
 
 
 @pytest.mark.django_db
@@ -95,6 +103,10 @@ def test_stateful_walks_never_error_and_match_the_schema(api_schema, fuzz_token)
 
         def get_call_kwargs(self, case):
             return {"headers": {"Authorization": f"Token {fuzz_token}"}}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            case.validate_response(response, additional_checks=additional_checks, excluded_checks=EXCLUDED_CHECKS,
+                                   transport_kwargs=kwargs or None, recorder=self.recorder)
 
     workflow_settings = settings(
         max_examples=STATEFUL_SCENARIOS,
