@@ -34,6 +34,21 @@ class WholeNumberFilter(filters.Filter):
     field_class = forms.IntegerField
 
 
+class CountFilter(WholeNumberFilter):
+    """A positive integer column: a whole number from 0 to what the column holds."""
+
+    max_value = 2**31 - 1
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", self.max_value)
+        super().__init__(*args, **kwargs)
+
+
+class SmallCountFilter(CountFilter):
+    max_value = 32767
+
+
 class StrictBooleanFilter(filters.BooleanFilter):
     """true or false (django-filter's would read any other value, such as null, as no filter)."""
 
@@ -51,8 +66,8 @@ class IdFilters:
         models.OneToOneField: {"filter_class": IdFilter},
         models.IntegerField: {"filter_class": WholeNumberFilter},
         models.SmallIntegerField: {"filter_class": WholeNumberFilter},
-        models.PositiveSmallIntegerField: {"filter_class": WholeNumberFilter},
-        models.PositiveIntegerField: {"filter_class": WholeNumberFilter},
+        models.PositiveSmallIntegerField: {"filter_class": SmallCountFilter},
+        models.PositiveIntegerField: {"filter_class": CountFilter},
         models.BooleanField: {"filter_class": StrictBooleanFilter},
     }
 

@@ -108,6 +108,9 @@ EMPTY_MEANS_DEFAULT = {"cursor", "ordering", "types"}
 def _non_empty_query_text(parameter: dict) -> None:
     """A filter given with no value is a 400 (crm.api.filters), so text query parameters say minLength 1."""
     schema = parameter.get("schema", {})
+    if schema.get("type") == "boolean":  # true or false, as crm.api.filters.StrictBooleanFilter reads them
+        schema.pop("enum", None)
+        parameter.pop("description", None)
     if parameter.get("in") == "query" and parameter.get("name") not in EMPTY_MEANS_DEFAULT and (
         schema.get("type") == "string" and "enum" not in schema
     ):
