@@ -38,6 +38,15 @@ class User(AbstractUser):
             ),
         ]
 
+    def set_password(self, raw_password):
+        """Every way of changing a password comes here (forms, admin, changepassword): the user's
+        API tokens, keyed to the old credentials, are revoked with it."""
+        super().set_password(raw_password)
+        if self.pk is not None:
+            from accounts.tokens import tokens_revoke_all
+
+            tokens_revoke_all(user=self)
+
     @property
     def is_manager(self) -> bool:
         return self.role == self.Role.MANAGER

@@ -31,6 +31,25 @@ def customer_visibility_q(user: User, customer_path: str = "") -> Q:
     return own
 
 
+def deletion_visibility_q(user: User) -> Q:
+    """A filter for deletion-log rows (crm.Tombstone) `user` may learn of: the same rule as
+    customer_visibility_q, applied to the owner and team as they were when the record went.
+
+    A manager sees the deletions of the teams they manage now, as recorded at deletion time,
+    so a salesperson changing team later takes none of them to the new team's manager.
+    """
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return Q(pk__in=[])
+    if user.sees_everything:
+        return Q()
+    own = Q(owner=user)
+    if user.is_manager:
+        from accounts.models import Team
+
+        return own | Q(team_id__in=Team.objects.filter(manager=user).values("pk"))
+    return own
+
+
 def visible_customers(user: User):
     """The customers `user` may see, as a queryset to refine further."""
     from crm.models import Customer

@@ -1,4 +1,8 @@
-"""API tokens: issue, authenticate, revoke. Keys are stored as SHA-256 digests only."""
+"""API tokens: issue, authenticate, revoke. Keys are stored as SHA-256 digests only.
+
+A user holds at most API_TOKENS_PER_USER live tokens (each token has its own rate budget, so
+an unbounded number would multiply it); a new password revokes all of them.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import ApiToken, User
@@ -19,9 +25,26 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+class TooManyTokens(Exception):
+    """The user already holds the most live tokens allowed."""
+
+
+def live_tokens(user: User):
+    now = timezone.now()
+    return ApiToken.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), user=user,
+                                   revoked_at__isnull=True)
+
+
 @transaction.atomic
 def token_issue(*, user: User, name: str = "", expires_at=None) -> tuple[ApiToken, str]:
-    """Create a token for `user`; returns it and the clear key (never stored, shown once)."""
+    """Create a token for `user`; returns it and the clear key (never stored, shown once).
+
+    Raises TooManyTokens when the user holds API_TOKENS_PER_USER live tokens already.
+    """
+    User.objects.select_for_update().filter(pk=user.pk).first()  # one issue at a time per user
+    limit = settings.API_TOKENS_PER_USER
+    if live_tokens(user).count() >= limit:
+        raise TooManyTokens(f"You hold {limit} live API tokens, the most allowed; revoke one you no longer use.")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
         user=user, name=name, prefix=key[: len(KEY_PREFIX) + 6], key_hash=_digest(key), expires_at=expires_at
@@ -50,3 +73,8 @@ def token_revoke(*, token: ApiToken) -> ApiToken:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
     return token
+
+
+def tokens_revoke_all(*, user: User) -> int:
+    """Revoke every live token of `user` (a new password ends the old credentials); returns how many."""
+    return ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())

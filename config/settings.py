@@ -24,14 +24,32 @@ SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# Proxies in front of the app that append to X-Forwarded-For (0: none, the header is ignored and
+# the connection's address is the client's). Rate limits and login lockouts key on this address.
+NUM_PROXIES = env.int("NUM_PROXIES", default=0)
+# Behind a TLS-terminating proxy, the request was HTTPS when the proxy says so.
+if env.bool("TRUST_X_FORWARDED_PROTO", default=NUM_PROXIES > 0):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
 if not DEBUG:
     if SECRET_KEY == DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 32:
         raise ImproperlyConfigured("SECRET_KEY must be set to a long random value when DEBUG is off.")
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off.")
+    # Production is HTTPS only; each can be turned off for a local trial over plain HTTP.
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
-    SECURE_CONTENT_TYPE_NOSNIFF = True
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)  # one year
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    # The header allows listing in browsers' preload lists; listing itself is a request the operator makes.
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+    # The health of a TLS proxy's own checks: paths answered over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = env.list("SECURE_REDIRECT_EXEMPT", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -46,6 +64,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "axes",
     "accounts",
     "crm",
     "clv",
@@ -61,7 +80,44 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into its 429 answer
 ]
+
+# Content-Security-Policy (django-csp): scripts and styles only from our own static files (htmx,
+# Chart.js and the app's scripts are vendored there); style attributes stay allowed (the value
+# meters set a width); no framing, no plugins, forms post only to us.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
+# Login lockout (django-axes), for the web login, the admin's and the API's token request alike:
+# after AXES_FAILURE_LIMIT wrong passwords for one username, or from one address, further
+# attempts (even with the right password) answer 429 until the cool-off has passed. Attempts are
+# counted in the database, so every web process shares them, on SQLite and PostgreSQL alike.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = env.float("LOGIN_COOLOFF_MINUTES", default=15) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each counted on its own
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "accounts.login_limits.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.login_limits.lockout_response"
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -171,7 +227,14 @@ CRM_PURCHASE_AMOUNT_MAX = env.int("CRM_PURCHASE_AMOUNT_MAX", default=100_000_000
 API_THROTTLE_RATES = {
     "api": env.str("API_RATE", default="1200/min"),  # per token (or per user for the browser session)
     "login": env.str("API_LOGIN_RATE", default="20/min"),  # token requests, per client address
+    "login_user": env.str("API_LOGIN_USER_RATE", default="10/min"),  # token requests, per username
 }
+API_TOKENS_PER_USER = env.int("API_TOKENS_PER_USER", default=20)  # live (unrevoked, unexpired) tokens
+# Request bodies: at most this many bytes (413 above), checked before the body is read whole.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1_000_000)
+API_BULK_MAX_BODY_BYTES = env.int("API_BULK_MAX_BODY_BYTES", default=10_000_000)
+API_MAX_JSON_DEPTH = 32  # nesting of arrays and objects in a request body
+API_MAX_TEXT_LENGTH = env.int("API_MAX_TEXT_LENGTH", default=20_000)  # characters of a long text field
 SYNC_TOMBSTONE_RETENTION_DAYS = env.int("SYNC_TOMBSTONE_RETENTION_DAYS", default=90)
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -187,10 +250,11 @@ REST_FRAMEWORK = {
         "rest_framework.filters.OrderingFilter",
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["crm.api.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "crm.api.problems.exception_handler",
     "PAGE_SIZE": API_PAGE_SIZE,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "NUM_PROXIES": NUM_PROXIES,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "CLV CRM API",
@@ -205,6 +269,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "crm.api.schema.document_errors",
+    ],
 }
 
 LOGGING = {

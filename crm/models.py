@@ -552,6 +552,11 @@ class Tombstone(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="Owner of that customer when the record was deleted.",
     )
+    team_id = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="That owner's team when the record was deleted or moved: its manager learns of it, "
+        "whatever team the owner joins later.",
+    )
     deleted_at = models.DateTimeField(auto_now_add=True, db_index=True)
     deleted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -101,10 +101,45 @@ def record_update(*, instance: models.Model, data: dict[str, Any]) -> tuple[mode
             summary_apply(customer_ids=[customer_before, instance.customer_id])
         elif isinstance(instance, Product) and "unit_cost" in changed:
             summary_apply_product(product_id=instance.pk)
+    people_dropped = _keep_people_with_their_customer(instance, changed, many)
     many_changed = _many_to_many_changed(instance, many)
-    if many_changed and not changed:
+    if (many_changed or people_dropped) and not changed:
         instance.save(update_fields=["updated_at"])  # the record changed: it moves in the change feed
-    return instance, bool(changed or many_changed)
+    return instance, bool(changed or many_changed or people_dropped)
+
+
+def _keep_people_with_their_customer(instance: models.Model, changed: list[str], many: dict[str, Any]) -> bool:
+    """A contact's people are people of the contact's customer, whichever of the two moves.
+
+    - people given for a contact must all belong to its (new) customer, else ValidationError;
+    - a contact moved to another customer without new people loses those of its old customer;
+    - a person moved to another customer leaves the contacts of its old customer (each such
+      contact is touched, so it moves in the change feed).
+    Called after the record's own fields are set (and saved) inside the write's transaction.
+    Returns True when links of `instance` itself were dropped.
+    """
+    if isinstance(instance, Contact):
+        if "people" in many:
+            wanted = {getattr(p, "pk", p) for p in many["people"]}
+            theirs = set(Person.objects.filter(pk__in=wanted, customer_id=instance.customer_id).values_list("pk", flat=True))
+            if wanted - theirs:
+                raise ValidationError({"people": "Every person must belong to this contact's customer."})
+            return False
+        if "customer" in changed and instance.pk is not None:
+            stale = instance.people.exclude(customer_id=instance.customer_id)
+            if stale.exists():
+                instance.people.remove(*stale)
+                return True
+        return False
+    if isinstance(instance, Person) and "customer" in changed:
+        links = Contact.people.through.objects.filter(person_id=instance.pk).exclude(
+            contact__customer_id=instance.customer_id
+        )
+        contact_ids = list(links.values_list("contact_id", flat=True))
+        if contact_ids:
+            links.delete()
+            Contact.objects.filter(pk__in=contact_ids).update(updated_at=timezone.now())
+    return False
 
 
 class RecordErrors(Exception):
@@ -147,6 +182,7 @@ def records_upsert(
     many_values: list[tuple[models.Model, dict[str, Any], bool]] = []
     customers_before: set[int] = set()
     moved: list[tuple[models.Model, tuple[int | None, int | None]]] = []
+    changed_of: dict[int, list[str]] = {}
     for data in records:
         data = dict(data)
         many = _split_many_to_many(model, data)
@@ -159,6 +195,7 @@ def records_upsert(
             customer_before = row.customer_id if model is Purchase else None
             view_before = _view_before(row, data)
             changed = _apply_changes(row, data)
+            changed_of[id(row)] = changed
             if changed:
                 if view_before is not None:
                     moved.append((row, view_before))
@@ -183,6 +220,10 @@ def records_upsert(
     for row, view_before in moved:
         record_moved(instance=row, before=view_before)
     touched_by_many = []
+    many_of = {id(row): many for row, many, _ in many_values}
+    for row in to_update if model in (Contact, Person) else ():  # links stay consistent, as in record_update
+        if _keep_people_with_their_customer(row, changed_of[id(row)], many_of.get(id(row), {})):
+            touched_by_many.append(row)
     for row, many, created in many_values:
         if created:
             for name, objects in many.items():
@@ -282,11 +323,12 @@ def record_delete(*, instance: models.Model, deleted_by: User | None = None) -> 
     the people who could see the record.
     """
     customer_id, owner_id = customer_and_owner(instance)
+    team_id = _team_of(owner_id)
 
     def tombstone(model_label: str, pk: int, external_id: str | None) -> Tombstone:
         return Tombstone(
             model=model_label, object_id=pk, external_id=external_id, customer_id=customer_id,
-            owner_id=owner_id, deleted_by=deleted_by,
+            owner_id=owner_id, team_id=team_id, deleted_by=deleted_by,
         )
 
     tombstones = [tombstone(instance._meta.label_lower, instance.pk, getattr(instance, "external_id", None))]
@@ -306,6 +348,13 @@ def records_under(instance: models.Model) -> list[models.QuerySet]:
     if isinstance(instance, Holding):
         return [instance.usage.all()]
     return []
+
+
+def _team_of(user_id: int | None) -> int | None:
+    """The user's team now; kept on a tombstone, whose visibility must not follow later team changes."""
+    if user_id is None:
+        return None
+    return User.objects.filter(pk=user_id).values_list("team_id", flat=True).first()
 
 
 def customer_and_owner(instance: models.Model) -> tuple[int | None, int | None]:
@@ -354,10 +403,13 @@ def record_moved(*, instance: models.Model, before: tuple[int | None, int | None
     if (previous_customer, previous_owner) == (now_customer, now_owner) or previous_customer is None:
         return 0
 
+    previous_team = _team_of(previous_owner)
+
     def moved(label: str, pk: int, external_id: str | None) -> Tombstone:
         return Tombstone(
             model=label, object_id=pk, external_id=external_id, customer_id=previous_customer,
-            owner_id=previous_owner, reason=Tombstone.Reason.MOVED, now_customer_id=now_customer,
+            owner_id=previous_owner, team_id=previous_team, reason=Tombstone.Reason.MOVED,
+            now_customer_id=now_customer,
         )
 
     tombstones = [moved(instance._meta.label_lower, instance.pk, instance.external_id)]
@@ -505,9 +557,10 @@ def contact_log(
     notes: str = "",
     outcome: str = "",
     follow_up_on: date | None = None,
+    follow_up_done_at: datetime | None = None,
     external_id: str | None = None,
 ) -> Contact:
-    """Log an interaction with the customer's decision-making unit."""
+    """Log an interaction with the customer's decision-making unit (its follow-up may be done already)."""
     people = list(people)
     foreign = [p for p in people if p.customer_id != customer.pk]
     if foreign:
@@ -523,6 +576,7 @@ def contact_log(
             notes=notes,
             outcome=outcome,
             follow_up_on=follow_up_on,
+            follow_up_done_at=follow_up_done_at,
             external_id=external_id or None,
         )
     )

@@ -29,7 +29,7 @@ from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.selectors import customer_visibility_q
+from accounts.selectors import customer_visibility_q, deletion_visibility_q
 from crm.models import (
     Contact,
     Customer,
@@ -168,7 +168,8 @@ def feed_touch(querysets) -> int:
 
 
 def visible_tombstones(user) -> models.QuerySet:
-    """Deletions the user may learn of: catalogue ones, and those of customers they could see.
+    """Deletions the user may learn of: catalogue ones, and those of customers they could see
+    (by the owner and team at the time of the deletion, accounts.selectors.deletion_visibility_q).
 
     A "moved" row (the record left the view of its customer's previous owner) is shown to
     those who could see it before, except whoever may see the customer it belongs to now:
@@ -176,7 +177,7 @@ def visible_tombstones(user) -> models.QuerySet:
     """
     if getattr(user, "is_authenticated", False) and user.is_active and user.sees_everything:
         return Tombstone.objects.exclude(reason=Tombstone.Reason.MOVED)
-    could_see = Tombstone.objects.filter(Q(model__in=CATALOGUE_LABELS) | customer_visibility_q(user, ""))
+    could_see = Tombstone.objects.filter(Q(model__in=CATALOGUE_LABELS) | deletion_visibility_q(user))
     sees_now = Customer.objects.filter(customer_visibility_q(user, "")).values("pk")
     return could_see.exclude(reason=Tombstone.Reason.MOVED, now_customer_id__in=sees_now)
 

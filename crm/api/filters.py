@@ -1,4 +1,7 @@
-"""Query filters per resource: the fields a syncing client or a search would use."""
+"""Query filters per resource: the fields a syncing client or a search would use.
+
+A filter named with no value (`?updated_before=`) is a 400, not an unfiltered answer.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import django_filters as filters
 from django import forms
 from django.db import models
 from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework.exceptions import ValidationError
 
 from clv.models import ClvRun, CustomerValue
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
@@ -24,10 +28,47 @@ class IdFilter(filters.Filter):
         super().__init__(*args, **kwargs)
 
 
+class WholeNumberFilter(filters.Filter):
+    """An integer column: a whole number (django-filter's NumberFilter would take 0.5)."""
+
+    field_class = forms.IntegerField
+
+
+class CountFilter(WholeNumberFilter):
+    """A positive integer column: a whole number from 0 to what the column holds."""
+
+    max_value = 2**31 - 1
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", self.max_value)
+        super().__init__(*args, **kwargs)
+
+
+class SmallCountFilter(CountFilter):
+    max_value = 32767
+
+
+class StrictBooleanFilter(filters.BooleanFilter):
+    """true or false (django-filter's would read any other value, such as null, as no filter)."""
+
+    field_class = forms.TypedChoiceField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("choices", [("true", "true"), ("false", "false")])
+        kwargs.setdefault("coerce", lambda value: value == "true")
+        super().__init__(*args, **kwargs)
+
+
 class IdFilters:
     filter_overrides = {
         models.ForeignKey: {"filter_class": IdFilter},
         models.OneToOneField: {"filter_class": IdFilter},
+        models.IntegerField: {"filter_class": WholeNumberFilter},
+        models.SmallIntegerField: {"filter_class": WholeNumberFilter},
+        models.PositiveSmallIntegerField: {"filter_class": SmallCountFilter},
+        models.PositiveIntegerField: {"filter_class": CountFilter},
+        models.BooleanField: {"filter_class": StrictBooleanFilter},
     }
 
 
@@ -160,6 +201,10 @@ class FilterBackend(DjangoFilterBackend):
 
     def filter_queryset(self, request, queryset, view):
         filterset_class = self.get_filterset_class(view, queryset)
-        if filterset_class is None or not set(filterset_class.base_filters) & set(request.query_params):
+        named = set(filterset_class.base_filters) & set(request.query_params) if filterset_class else set()
+        if not named:
             return queryset
+        empty = sorted(name for name in named if "" in request.query_params.getlist(name))
+        if empty:  # django-filter would ignore them: say so instead of answering unfiltered
+            raise ValidationError({name: ["Give a value, or leave the parameter out."] for name in empty})
         return super().filter_queryset(request, queryset, view)

@@ -68,6 +68,28 @@ class DatabaseUnavailable(exceptions.APIException):
     default_code = "service_unavailable"
     retry_after = 5
 
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+    def __init__(self, limit: int):
+        super().__init__(f"The request body is larger than this endpoint accepts ({limit:,} bytes at most).")
+
+
+class ExternalIdTaken(exceptions.APIException):
+    """A write names an external_id already in use: said the same way whether the record using it
+    is one the caller may see or not, so the answer tells nothing of whose it is."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "external_id_taken"
+
+    @staticmethod
+    def message(external_id: str) -> str:
+        return f"external_id {external_id!r} is already in use; choose another one."
+
+    def __init__(self, external_id: str):
+        super().__init__(self.message(external_id))
+
 
 class BulkInvalid(exceptions.APIException):
     """A bulk request with invalid records: nothing was written. `detail` is a list of record errors."""

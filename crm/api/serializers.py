@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import EmailValidator, URLValidator
+from django.db import models
 from django.db.models import Q
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -128,6 +130,12 @@ class ApiModelSerializer(serializers.ModelSerializer):
                 raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
 
+    def build_standard_field(self, field_name, model_field):
+        field_class, field_kwargs = super().build_standard_field(field_name, model_field)
+        if isinstance(model_field, models.TextField) and "choices" not in field_kwargs:
+            field_kwargs.setdefault("max_length", settings.API_MAX_TEXT_LENGTH)
+        return field_class, field_kwargs
+
     def get_validators(self):
         # Multi-field uniqueness is checked by the model (services run full_clean) and the
         # database, so a unique pair does not make its fields required here.
@@ -142,25 +150,56 @@ class ApiModelSerializer(serializers.ModelSerializer):
 READ_ONLY = ["id", "created_at", "updated_at"]
 
 
-class OwnerField(serializers.PrimaryKeyRelatedField):
+class IdField(serializers.PrimaryKeyRelatedField):
+    """A related record by its id: a whole number in the database's range, looked up among the
+    records the caller may give; any other id answers exactly like one that does not exist."""
+
+    default_error_messages = {
+        "does_not_exist": "No {model} with id {pk_value!r} that you may give here.",
+        "incorrect_type": "Give an id (a whole number), not {data_type}.",
+    }
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        if not 0 < data <= BIGINT_MAX:
+            self.fail("does_not_exist", model=self.queryset.model._meta.verbose_name, pk_value=data)
+        found = self.get_queryset().filter(pk=data).first()
+        if found is None:
+            self.fail("does_not_exist", model=self.queryset.model._meta.verbose_name, pk_value=data)
+        return found
+
+
+class OwnerField(IdField):
+    """A user the caller may assign: salespeople themselves, managers also the salespeople of their
+    teams, admins anyone active. Others, and users that do not exist, get the same answer."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("queryset", User.objects.filter(is_active=True))
+        super().__init__(**kwargs)
+
     def get_queryset(self):
-        return User.objects.filter(is_active=True)
+        request = self.context.get("request")
+        return assignable_users(request.user if request else None)
 
 
-def check_assignable(user: User, assignee: User | None, field: str, *, none_ok: bool = False) -> None:
-    """Salespeople work their own records; managers assign within their teams; admins anyone.
-
-    Leaving a customer without an owner hides it from everyone but admins, so only admins may.
-    """
-    if user is None or user.sees_everything or assignee == user or (assignee is None and none_ok):
-        return
-    if assignee is None:
-        raise serializers.ValidationError({field: ["Only admins may leave this empty."]})
-    if user.is_manager and assignee.team_id is not None and assignee.team.manager_id == user.pk:
-        return
+def assignable_users(user: User | None):
+    active = User.objects.filter(is_active=True)
+    if user is None or not getattr(user, "is_authenticated", False):
+        return active.none()
+    if user.sees_everything:
+        return active
     if user.is_manager:
-        raise serializers.ValidationError({field: ["You can assign only yourself or salespeople of your teams."]})
-    raise serializers.ValidationError({field: ["Only managers and admins may assign another user."]})
+        return active.filter(Q(pk=user.pk) | Q(team__manager=user))
+    return active.filter(pk=user.pk)
+
+
+def check_assignable(user: User | None, assignee: User | None, field: str, *, none_ok: bool = False) -> None:
+    """Salespeople work their own records; managers assign within their teams; admins anyone
+    (OwnerField already refuses anyone else). Leaving a customer without an owner hides it from
+    everyone but admins, so only admins may."""
+    if assignee is None and not none_ok and user is not None and not user.sees_everything:
+        raise serializers.ValidationError({field: ["Only admins may leave this empty."]})
 
 
 class _CheckedTextField(serializers.CharField):
@@ -333,7 +372,11 @@ class UsageSerializer(ApiModelSerializer):
         return attrs
 
 
-class PeopleField(serializers.PrimaryKeyRelatedField):
+class PeopleField(IdField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("queryset", Person.objects.all())
+        super().__init__(**kwargs)
+
     def get_queryset(self):
         request = self.context.get("request")
         return Person.objects.visible_to(request.user if request else None)

@@ -3,10 +3,16 @@
 Per API token when one is used (so two integrations of one user do not share a budget), else
 per user, else per client address. Over the limit: 429 with Retry-After (seconds to the next
 window). One cache increment per request, whatever the rate.
+
+Token requests with a password have two more budgets, one per client address and one per
+username, so neither a new X-Forwarded-For per try (the address is the one
+accounts.login_limits.client_address trusts) nor many addresses against one user get more
+tries. Revoking one's own token counts against the ordinary API budget, not these.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from django.conf import settings
@@ -14,6 +20,7 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import BaseThrottle
 
+from accounts.login_limits import client_address
 from accounts.models import ApiToken
 
 WINDOW_SECONDS = 60
@@ -49,7 +56,10 @@ class WindowThrottle(BaseThrottle):
     def rate(self) -> int:
         return parse_rate(settings.API_THROTTLE_RATES[self.scope])
 
-    def ident(self, request) -> str:
+    def get_ident(self, request) -> str:
+        return client_address(request._request if hasattr(request, "_request") else request)
+
+    def ident(self, request) -> str | None:
         if isinstance(request.auth, ApiToken):
             return f"token:{request.auth.key_hash[:24]}"
         if request.user and request.user.is_authenticated:
@@ -57,9 +67,12 @@ class WindowThrottle(BaseThrottle):
         return f"addr:{self.get_ident(request)}"
 
     def allow_request(self, request, view):
+        ident = self.ident(request)
+        if ident is None:
+            return True
         now = time.time()
         window = int(now // WINDOW_SECONDS)
-        key = f"throttle:{self.scope}:{self.ident(request)}:{window}"
+        key = f"throttle:{self.scope}:{ident}:{window}"
         count = _count(key, WINDOW_SECONDS + 5)
         self._wait = (window + 1) * WINDOW_SECONDS - now
         return count <= self.rate()
@@ -79,3 +92,17 @@ class LoginThrottle(WindowThrottle):
 
     def ident(self, request) -> str:
         return f"addr:{self.get_ident(request)}"
+
+
+class LoginUsernameThrottle(WindowThrottle):
+    """Token requests with a password: per username tried (case-folded), from any address."""
+
+    scope = "login_user"
+
+    def ident(self, request) -> str | None:
+        data = request.data
+        username = data.get("username") if isinstance(data, dict) else None
+        if not isinstance(username, str) or not username:
+            return None  # refused as invalid anyway; the address budget still counts it
+        digest = hashlib.sha256(username.strip().casefold().encode()).hexdigest()[:32]
+        return f"user:{digest}"

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import ApiToken
-from accounts.tokens import token_issue, token_revoke
+from accounts.tokens import TooManyTokens, token_issue, token_revoke
 from clv.models import ClvRun, CustomerValue
 from crm import services, sync
 from crm.api import serializers as s
@@ -30,8 +30,8 @@ from crm.api.filters import (
     PurchaseFilter,
     UsageFilter,
 )
-from crm.api.problems import Gone, NotOnThisDatabase
-from crm.api.throttling import LoginThrottle
+from crm.api.problems import Conflict, Gone, NotOnThisDatabase
+from crm.api.throttling import ApiThrottle, LoginThrottle, LoginUsernameThrottle
 from crm.api.viewsets import LOOKUP, SyncedViewSet
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
 
@@ -67,7 +67,7 @@ class CustomerViewSet(SyncedViewSet):
         return services.customer_create(**data)
 
     @extend_schema(parameters=[LOOKUP], responses=s.CustomerValueSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def values(self, request, *args, **kwargs):
         """The customer's value in every successful CLV run, newest first (for trends)."""
         customer = self.get_object()
@@ -228,9 +228,20 @@ class CustomerValueViewSet(viewsets.ReadOnlyModelViewSet):
         return super().retrieve(request, *args, **kwargs)
 
 
-class ClvRunViewSet(viewsets.ReadOnlyModelViewSet):
-    """CLV runs: when, on what data, with which model, parameters, diagnostics and timings."""
+class ManagersOnly(permissions.BasePermission):
+    """Whole-book figures (CLV runs: counts, holdout totals, diagnostics): managers and admins."""
 
+    message = "Only managers and admins see CLV runs; your customers' values are at /api/v1/values/."
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(user and user.is_authenticated and (user.is_manager or user.sees_everything))
+
+
+class ClvRunViewSet(viewsets.ReadOnlyModelViewSet):
+    """CLV runs (managers and admins): when, on what data, with which model, parameters, diagnostics and timings."""
+
+    permission_classes = [permissions.IsAuthenticated, ManagersOnly]
     serializer_class = s.ClvRunSerializer
     filterset_class = ClvRunFilter
     queryset = ClvRun.objects.all()
@@ -336,12 +347,17 @@ class TokenView(APIView):
     """Get a token with a username and password; revoke the token you are using."""
 
     permission_classes = [permissions.AllowAny]
-    throttle_classes = [LoginThrottle]
+    throttle_classes = [LoginThrottle, LoginUsernameThrottle]
 
     def get_permissions(self):
         if self.request.method == "DELETE":
             return [permissions.IsAuthenticated()]
         return super().get_permissions()
+
+    def get_throttles(self):
+        if self.request.method == "DELETE":  # revoking is not guessing: the ordinary API budget
+            return [ApiThrottle()]
+        return super().get_throttles()
 
     @extend_schema(request=s.TokenRequestSerializer, responses={201: s.IssuedTokenSerializer}, auth=[])
     def post(self, request):
@@ -351,7 +367,10 @@ class TokenView(APIView):
         user = authenticate(request._request, username=data["username"], password=data["password"])
         if user is None or not user.is_active:
             raise exceptions.AuthenticationFailed("Wrong username or password.")
-        token, key = token_issue(user=user, name=data["name"])
+        try:
+            token, key = token_issue(user=user, name=data["name"])
+        except TooManyTokens as exc:
+            raise Conflict(str(exc)) from None
         body = s.TokenSerializer(token).data | {"token": key}
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -396,7 +415,7 @@ ANALYTICS_QUESTIONS = {
 class AnalyticsParams(serializers.Serializer):
     since = serializers.DateField(required=False)
     until = serializers.DateField(required=False)
-    product = serializers.CharField(required=False, max_length=64)
+    product = serializers.CharField(required=False, max_length=64, help_text="A product SKU.")
     window_days = serializers.IntegerField(required=False, min_value=1, max_value=3650)
     days = serializers.IntegerField(required=False, min_value=1, max_value=3650)
     by = serializers.ChoiceField(choices=["margin", "clv"], required=False)
@@ -407,13 +426,8 @@ class AnalyticsView(APIView):
     """The salesperson's questions, answered over the customers the caller may see."""
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("question", str, OpenApiParameter.PATH, enum=list(ANALYTICS_QUESTIONS)),
-            OpenApiParameter("since", OpenApiTypes.DATE), OpenApiParameter("until", OpenApiTypes.DATE),
-            OpenApiParameter("product", str, description="A product SKU."),
-            OpenApiParameter("window_days", int), OpenApiParameter("days", int),
-            OpenApiParameter("by", str, enum=["margin", "clv"]), OpenApiParameter("limit", int),
-        ],
+        parameters=[OpenApiParameter("question", str, OpenApiParameter.PATH, enum=list(ANALYTICS_QUESTIONS)),
+                    AnalyticsParams],
         responses=OpenApiTypes.OBJECT,
     )
     def get(self, request, question: str):
@@ -421,6 +435,9 @@ class AnalyticsView(APIView):
 
         if question not in ANALYTICS_QUESTIONS:
             raise exceptions.NotFound(f"No question {question!r}; see /api/v1/analytics/.")
+        empty = sorted(k for k in AnalyticsParams().fields if request.query_params.get(k, None) == "")
+        if empty:
+            raise exceptions.ValidationError({k: ["Give a value, or leave the parameter out."] for k in empty})
         params = AnalyticsParams(data=request.query_params)
         params.is_valid(raise_exception=True)
         p = params.validated_data

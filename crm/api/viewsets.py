@@ -26,7 +26,7 @@ from rest_framework.response import Response
 
 from crm import services
 from crm.api import fast
-from crm.api.problems import BulkInvalid, PreconditionFailed, flatten_errors
+from crm.api.problems import BulkInvalid, ExternalIdTaken, PreconditionFailed, flatten_errors
 from crm.api.serializers import prefetch_refs, run_validation_for
 from crm.conflicts import retrying
 from crm.models import IdempotencyRecord
@@ -178,9 +178,7 @@ class SyncedViewSet(viewsets.ModelViewSet):
         data = dict(serializer.validated_data)
         external_id = data.get("external_id")
         if external_id and self.model.objects.filter(external_id=external_id).exists():
-            raise exceptions.ValidationError(
-                {"external_id": [f"A record with external_id {external_id!r} exists; update it, or use bulk/."]}
-            )
+            raise ExternalIdTaken(external_id)
         instance = self.perform_create_record(data)
         return self._respond_with(instance, status.HTTP_201_CREATED)
 
@@ -202,7 +200,7 @@ class SyncedViewSet(viewsets.ModelViewSet):
             if external_id and external_id != instance.external_id and (
                 self.model.objects.filter(external_id=external_id).exists()
             ):
-                raise exceptions.ValidationError({"external_id": ["Another record has this external_id."]})
+                raise ExternalIdTaken(external_id)
             instance = self.perform_update_record(instance, data)
         return self._respond_with(instance, status.HTTP_200_OK)
 
@@ -254,7 +252,10 @@ class SyncedViewSet(viewsets.ModelViewSet):
     # --- bulk upsert -----------------------------------------------------------------------
 
     @extend_schema(
-        request=inline_serializer("BulkRequest", {"records": serializers.ListField(child=serializers.DictField())}),
+        request=inline_serializer("BulkRequest", {"records": serializers.ListField(
+            child=serializers.DictField(), min_length=1, max_length=settings.API_BULK_MAX,
+            help_text="The records, each with its external_id and the resource's fields.",
+        )}),
         responses={200: BULK_RESULT, 422: OpenApiResponse(description="Invalid records; nothing was written.")},
         parameters=[IDEMPOTENCY_KEY],
         description="Create or update up to 1,000 records keyed by external_id, in one transaction.",
@@ -305,9 +306,8 @@ class SyncedViewSet(viewsets.ModelViewSet):
             validated = []
             for index, (record, key) in enumerate(zip(records, keys, strict=True)):
                 if key in stored and key not in visible:
-                    errors.append({"index": index, "field": "external_id",
-                                   "message": "This external_id is taken by a record you cannot change.",
-                                   "code": "unique"})
+                    errors.append({"index": index, "field": "external_id", "message": ExternalIdTaken.message(key),
+                                   "code": "external_id_taken"})
                     continue
                 try:
                     validated.append(run_validation_for(serializer, record, instance=stored.get(key),

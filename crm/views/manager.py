@@ -11,7 +11,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib import messages
 from django.db import connection
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -405,7 +405,13 @@ def _recompute_unavailable(request):
 @manager_required
 @require_GET
 def clv_progress(request):
-    since = parse_datetime(request.GET.get("since", "") or "")
+    raw = request.GET.get("since", "") or ""
+    try:
+        since = parse_datetime(raw)
+    except ValueError:  # well formed but not a real date, e.g. 2026-02-30
+        since = None
+    if raw and since is None:
+        return HttpResponseBadRequest("since must be an ISO 8601 date-time, e.g. 2026-11-01T02:30:00Z.")
     return _progress(request, since)
 
 

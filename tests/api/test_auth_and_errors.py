@@ -120,7 +120,8 @@ def test_values_of_the_current_run_and_of_a_given_run(api, book, sales_org):
     history = client.get(f"/api/v1/customers/{book['a1']['customer'].pk}/values/").json()
     assert [v["as_of"] for v in history] == ["2026-11-01", "2026-10-01"]
     assert client.get(f"/api/v1/values/{book['b1']['customer'].pk}/").status_code == 404
-    runs = client.get("/api/v1/clv-runs/").json()["results"]
+    assert client.get("/api/v1/clv-runs/").status_code == 403  # whole-book figures: managers and admins
+    runs = api(sales_org["north_manager"]).get("/api/v1/clv-runs/").json()["results"]
     assert [r["id"] for r in runs] == [new.pk, old.pk]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,14 @@ def log_in(page, username: str, password: str = PASSWORD) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_load_state("networkidle")
+
+
+def wait_for_js(page, expression: str, timeout_ms: int = 10_000) -> None:
+    """Wait until `expression` is truthy in the page. Playwright's wait_for_function evaluates its
+    predicate with eval inside the page, which the Content-Security-Policy (rightly) refuses;
+    page.evaluate goes through the DevTools protocol, which it does not govern."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(f"() => Boolean({expression})"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout_ms} ms: {expression}")
+        page.wait_for_timeout(50)

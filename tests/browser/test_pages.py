@@ -9,7 +9,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from crm.models import Contact, Customer, Opportunity
-from tests.browser.conftest import log_in
+from tests.browser.conftest import log_in, wait_for_js
 from tests.crm import factories as f
 from tests.crm.clv_rows import make_run, set_value, snapshot
 from tests.crm.clv_rows import require_clv as _require_clv
@@ -126,7 +126,7 @@ def test_manager_sees_dashboard_with_drawn_charts(page, book, screenshot):
         snapshot(run)
     log_in(page, "north_manager")
     page.wait_for_selector("h1:has-text('Dashboard')")
-    page.wait_for_function("window.crmCharts && window.crmCharts['chart-pipeline']")
+    wait_for_js(page, "window.crmCharts && window.crmCharts['chart-pipeline']")
     charts = ["chart-pipeline"] + (["chart-trend", "chart-histogram", "chart-salespeople"] if with_clv else [])
     for chart_id in charts:
         points = page.evaluate(
