@@ -177,10 +177,12 @@ def score(
         low, high = lo_u[inv], hi_u[inv]
     else:
         low = high = np.full(n, np.nan)
-    # The values' intervals scale the point values by the purchase interval's ends over its mean.
+    # The values' intervals scale the point values by the purchase interval's ends over its mean,
+    # widened to hold the point value itself (a mean can lie outside a count interval when one
+    # count, zero for a lapsed customer, carries most of the mass).
     with np.errstate(divide="ignore", invalid="ignore"):
-        low_ratio = np.where(expected > 0, low / expected, 0.0)
-        high_ratio = np.where(expected > 0, high / expected, 0.0)
+        low_ratio = np.minimum(np.where(expected > 0, low / expected, 0.0), 1.0)
+        high_ratio = np.maximum(np.where(expected > 0, high / expected, 1.0), 1.0)
     if historical_margin is not None:
         historical = np.asarray(historical_margin, dtype=np.float64)
     elif total_value is not None:
