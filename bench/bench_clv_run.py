@@ -248,9 +248,11 @@ def child_run(summary_out: str | None) -> dict:
         "fit": run.diagnostics.get("purchase"),
         "summary_source": run.diagnostics.get("summary_source"), "counts": run.counts,
         "holdout": {k: run.diagnostics.get("holdout", {}).get(k)
-                    for k in ("total_predicted", "total_actual", "mae")},
+                    for k in ("model", "total_predicted", "total_actual", "mae", "naive_mae", "mae_ratio_to_naive",
+                              "interval_coverage")},
         "peak_rss_mb": round(_peak_mb()),
     }
+    result["fit_threads"] = _fit_threads()
     if summary_out:
         from django.conf import settings
 
@@ -259,6 +261,28 @@ def child_run(summary_out: str | None) -> dict:
         s = read_summary(source="kept", as_of=AS_OF, default_margin=settings.CLV_DEFAULT_MARGIN)
         np.savez(summary_out, frequency=s.frequency, recency=s.recency, T=s.T, monetary=s.monetary)
     return result
+
+
+def _fit_threads() -> dict:
+    """The chosen model's fit on the run's summary, with BLAS pinned to one thread and with the library default."""
+    from django.conf import settings
+    from threadpoolctl import threadpool_limits
+
+    from clv import engine
+    from clv.models import ClvRun
+    from clv.summary import read_summary
+
+    run = ClvRun.objects.filter(status="succeeded").order_by("-pk").first()
+    s = read_summary(source="kept", as_of=AS_OF, default_margin=settings.CLV_DEFAULT_MARGIN)
+    model = run.params["purchase_model"]
+    k = run.params["purchase"].get("k")
+    out = {"model": model}
+    for label, limit in (("pinned_1_thread", 1), ("default_threads", None)):
+        started = time.perf_counter()
+        with threadpool_limits(limits=limit):
+            engine.fit(s.frequency, s.recency, s.T, s.monetary, model=model, k=k)
+        out[f"{label}_seconds"] = round(time.perf_counter() - started, 3)
+    return out
 
 
 def _child(kind: str, summary_out: str | None = None) -> dict:
@@ -324,6 +348,7 @@ def _report(meta: dict, rounds: list[dict]) -> None:
     print("\nparameters, fitted (simulated): " + ", ".join(
         f"{k} {fitted.get(k, float('nan')):.4g} ({v})" for k, v in truth.items()))
     print(f"holdout: {run['holdout']}")
+    print(f"fit with BLAS threads pinned vs default: {run.get('fit_threads')}")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,10 @@ class CustomerValue(models.Model):
                             db_constraint=False)
     customer = models.ForeignKey("crm.Customer", on_delete=models.CASCADE, related_name="clv_values",
                                  db_index=False, db_constraint=False)
-    clv = models.DecimalField("CLV", max_digits=16, decimal_places=2, help_text="Discounted margin over the horizon.")
+    clv = models.DecimalField(
+        "CLV", max_digits=16, decimal_places=2,
+        help_text="Discounted expected margin over the whole remaining relationship (DERT x value per purchase x margin).",
+    )
     p_alive = models.FloatField(help_text="Probability the customer is still active.")
     expected_purchases = models.FloatField(help_text="Expected purchase occasions over the horizon.")
     expected_avg_value = models.DecimalField(max_digits=14, decimal_places=2)
@@ -71,6 +74,23 @@ class CustomerValue(models.Model):
     classic_value = models.DecimalField(
         max_digits=16, decimal_places=2, help_text="Average purchase value × frequency × expected lifespan × margin."
     )
+    # The whole relationship, the next months beside it, and 80% intervals (clv.engine.purchase).
+    horizon_value = models.DecimalField(
+        max_digits=16, decimal_places=2, null=True, blank=True,
+        help_text="Discounted expected margin over the next CLV_HORIZON_MONTHS months (12 by default).",
+    )
+    dert = models.FloatField(
+        "discounted expected residual purchases", null=True, blank=True,
+        help_text="Expected future purchases over the whole remaining relationship, each discounted to today.",
+    )
+    expected_purchases_low = models.FloatField(null=True, blank=True, help_text="80% interval of the horizon's purchases: low end.")
+    expected_purchases_high = models.FloatField(null=True, blank=True, help_text="80% interval of the horizon's purchases: high end.")
+    horizon_value_low = models.DecimalField(max_digits=16, decimal_places=2, null=True, blank=True)
+    horizon_value_high = models.DecimalField(max_digits=16, decimal_places=2, null=True, blank=True)
+    clv_low = models.DecimalField("CLV low", max_digits=16, decimal_places=2, null=True, blank=True,
+                                  help_text="80% interval of CLV: low end.")
+    clv_high = models.DecimalField("CLV high", max_digits=16, decimal_places=2, null=True, blank=True,
+                                   help_text="80% interval of CLV: high end.")
     frequency = models.IntegerField(help_text="Repeat purchase occasions (distinct days after the first).")
     recency = models.FloatField(help_text="Days from first to last purchase occasion.")
     T = models.FloatField(help_text="Days from first purchase to the run's as-of date.")

@@ -29,11 +29,14 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, DecimalField, Q, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from threadpoolctl import threadpool_limits
 
 from clv import engine
+from clv.engine import bgbb as engine_bgbb
+from clv.engine import gammagamma as engine_gammagamma
 from clv.engine import holdout as engine_holdout
 from clv.engine.outliers import SPEND_OUTLIER_MADS, cap_spend, spend_bounds, spend_fit_monetary
-from clv.engine.pipeline import ScoreSettings
+from clv.engine.pipeline import MIN_SPEND_CUSTOMERS, ScoreSettings
 from clv.engine.summary import CustomerSummary
 from clv.models import ClvRun, CustomerValue, PortfolioSnapshot
 from clv.summary import (
@@ -190,6 +193,10 @@ def run_clv(
         "default_margin": settings.CLV_DEFAULT_MARGIN if margin is None else margin,
         "holdout_days": settings.CLV_HOLDOUT_DAYS,
         "model": settings.CLV_MODEL,
+        "period_days": settings.CLV_PERIOD_DAYS,
+        "choice_sample": settings.CLV_CHOICE_SAMPLE,
+        "interval_draws": settings.CLV_INTERVAL_DRAWS,
+        "blas_threads": settings.CLV_BLAS_THREADS,
         "time_unit": "days",
         "shards": max(1, settings.CLV_SHARDS if shards is None else int(shards)),
     }
@@ -300,22 +307,21 @@ def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
         raise ValueError("no purchases up to the as-of date: nothing to fit")
     score_settings = ScoreSettings(
         horizon_months=run_settings["horizon_months"], annual_discount_rate=run_settings["annual_discount_rate"],
-        margin=margin_ratio, time_unit=run_settings["time_unit"],
+        margin=margin_ratio, time_unit=run_settings["time_unit"], interval_draws=run_settings["interval_draws"],
     )
-    fit_started = time.perf_counter()
-    params, fit_diagnostics = engine.fit(
-        summary.frequency, summary.recency, summary.T, spend_fit_monetary(summary, capped), model=run_settings["model"],
-        settings=score_settings,
-    )
-    detail = {"fit_seconds": round(time.perf_counter() - fit_started, 4)}
     sharded = _shards_possible(run_settings)
-    scores = None
-    if not sharded:
-        score_started = time.perf_counter()
-        scores = _score(params, summary, historical)
-        detail["score_seconds"] = round(time.perf_counter() - score_started, 4)
-    clock.phase("fit_score")
-    diagnostics = dict(fit_diagnostics)
+    with blas_threads(run_settings["blas_threads"]):
+        if run_settings["model"] == "bgbb":
+            params, diagnostics, scores, detail = _fit_score_bgbb(run, summary, score_settings, run_settings)
+            clock.phase("fit_score")
+        else:
+            choice = _holdout(run.as_of, run_settings, source.name)
+            clock.phase("holdout")
+            params, diagnostics, scores, detail = _fit_score_chosen(
+                summary, score_settings, choice, sharded, capped=capped, historical=historical,
+            )
+            clock.phase("fit_score")
+    run.model = params["purchase_model"]
     diagnostics["margin_ratio"] = margin_ratio
     diagnostics["spend_outliers"] = {
         "rule": f"average value per purchase occasion above exp(median + {SPEND_OUTLIER_MADS:g} x spread) of "
@@ -325,20 +331,19 @@ def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
         "customer_ids": [int(c) for c in summary.customer_ids[capped][:20]],
     }
     diagnostics["summary_source"] = {"source": source.name, "reason": source.reason}
-    diagnostics["holdout"] = _holdout(run.as_of, run_settings, source.name)
-    clock.phase("holdout")
     diagnostics["phase_detail"] = detail
 
     if sharded:
         ranges = shard_ranges(summary.customer_ids, run_settings["shards"])
         diagnostics["shards"] = {"ranges": ranges}
         ClvRun.objects.filter(pk=run.pk).update(
-            params=params, diagnostics=_jsonable(diagnostics), counts=counts, timings=clock.timings
+            params=params, diagnostics=_jsonable(diagnostics), counts=counts, timings=clock.timings, model=run.model
         )
         _dispatch_shards(run, ranges)
         return
     if run_settings["shards"] > 1:
         diagnostics["shards"] = {"ranges": [], "note": "no Celery result backend: scored in-process"}
+    diagnostics["totals"] = value_totals(scores)
     with transaction.atomic():
         _write_values(run, summary, scores)
         clock.phase("write")
@@ -347,7 +352,7 @@ def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
         ClvRun.objects.filter(is_current=True).update(is_current=False)
         ClvRun.objects.filter(pk=run.pk).update(
             status=ClvRun.Status.SUCCEEDED, is_current=True, finished_at=timezone.now(), params=params,
-            diagnostics=_jsonable(diagnostics), counts=counts, timings=clock.timings,
+            diagnostics=_jsonable(diagnostics), counts=counts, timings=clock.timings, model=run.model,
         )
         clock.phase("switch")
     ClvRun.objects.filter(pk=run.pk).update(timings=clock.timings)
@@ -378,35 +383,175 @@ def _spend_bounded(
 
 
 def _holdout(as_of: date, run_settings: dict, source: str = "lines") -> dict:
-    """Fit on history before as_of - holdout_days, predict the holdout period, compare with actual occasions.
+    """Fit the candidates on history before as_of - holdout_days, score them on the holdout period, pick one.
 
-    From the kept per-day rows in one pass when they are in step; else two passes over the lines.
+    From the kept per-day rows in one pass when they are in step (with each customer's
+    inter-purchase times, which MBG/CNBD-k needs); else two passes over the lines (and
+    MBG/CNBD-k sits out). With CLV_MODEL = "auto" every candidate competes
+    (engine.holdout.compare_purchase_models); with a model named, only it is checked.
+    Returns the report the run stores as diagnostics["holdout"], with "model" the one to use.
     """
     days = run_settings["holdout_days"]
     calibration_end = as_of - timedelta(days=days)
+    litt = None
     if source == "lines":
         cal = summarise(as_of=calibration_end, default_margin=run_settings["default_margin"])
         actual = holdout_counts(after=calibration_end, until=as_of)
         holdout = np.array([actual.get(int(c), 0) for c in cal.customer_ids], dtype=np.float64)
     else:
         cal, holdout = calibration_and_holdout(as_of=as_of, calibration_end=calibration_end)
+        litt = cal.litt
+    wanted = run_settings["model"]
+    fallback = "bgnbd" if wanted == "auto" else wanted
     if int((cal.frequency > 0).sum()) < 20:
-        return {"skipped": "fewer than 20 repeat buyers before the calibration date"}
+        return {"skipped": "fewer than 20 repeat buyers before the calibration date", "model": fallback}
     split = engine_holdout.CalibrationHoldout(calibration=cal, holdout_frequency=holdout, duration=float(days))
-    report = engine_holdout.holdout_check(split, model=run_settings["model"])
-    report["calibration_end"] = calibration_end.isoformat()
-    return report
+    candidates = engine_holdout.CHOICE_MODELS if wanted == "auto" else (wanted,)
+    comparison = engine_holdout.compare_purchase_models(
+        split, candidates=candidates, litt=litt, sample_size=run_settings["choice_sample"],
+        interval_draws=run_settings["interval_draws"],
+    )
+    selected = comparison["selected"]
+    chosen = comparison["candidates"][selected]
+    return {
+        "model": selected, "params": chosen["params"], "mae": chosen["mae"], "rmse": chosen["rmse"],
+        "total_predicted": chosen["total_predicted"], "total_actual": comparison["total_actual"],
+        "naive_mae": comparison["naive"]["mae"], "mae_ratio_to_naive": comparison["mae_ratio_to_naive"],
+        "interval_coverage": comparison["interval_coverage"], "holdout_duration": float(days),
+        "n_customers": comparison["n_customers"], "by_calibration_frequency": chosen["by_calibration_frequency"],
+        "calibration_end": calibration_end.isoformat(), "comparison": comparison,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting and scoring the purchase models (non-contractual part of a customer's value)
+
+
+@contextmanager
+def blas_threads(limit: int | None):
+    """Pin BLAS/OpenMP threads for the fit and scoring (None or < 1: leave the library defaults)."""
+    if not limit or limit < 1:
+        yield
+        return
+    with threadpool_limits(limits=int(limit)):
+        yield
+
+
+def _fit_score_chosen(
+    summary: CustomerSummary, score_settings: ScoreSettings, choice: dict, sharded: bool,
+    *, capped: np.ndarray | None = None, historical: np.ndarray | None = None,
+):
+    """Refit the model the holdout chose on everyone's full history; score everyone (unless shards will)."""
+    model = choice["model"]
+    k = int(choice["params"]["k"]) if model == "mbgcnbd" and "params" in choice else None
+    if model == "mbgcnbd" and k is None:
+        model = "mbgnbd"  # no regularity could be chosen (holdout skipped): MBG/CNBD-1 is MBG/NBD
+    fit_started = time.perf_counter()
+    params, fit_diagnostics = engine.fit(
+        summary.frequency, summary.recency, summary.T,
+        summary.monetary if capped is None else spend_fit_monetary(summary, capped), model=model,
+        settings=score_settings, k=k,
+    )
+    detail = {"fit_seconds": round(time.perf_counter() - fit_started, 4)}
+    scores = None
+    if not sharded:
+        score_started = time.perf_counter()
+        scores = _score(params, summary, historical)
+        detail["score_seconds"] = round(time.perf_counter() - score_started, 4)
+    diagnostics = dict(fit_diagnostics)
+    diagnostics["holdout"] = choice
+    return params, diagnostics, scores, detail
+
+
+def _fit_score_bgbb(run: ClvRun, summary: CustomerSummary, score_settings: ScoreSettings, run_settings: dict):
+    """BG/BB on whole periods of period_days from each customer's first purchase (one opportunity per period)."""
+    if run_settings["shards"] > 1:
+        raise ValueError("BG/BB runs score in one process: set shards to 1")
+    started = time.perf_counter()
+    period = float(run_settings["period_days"])
+    cutoff = (run.as_of - EPOCH).days
+    cust, day = purchase_days(as_of=run.as_of)
+    position = np.searchsorted(summary.customer_ids, cust)
+    first = (summary.first_purchase - np.datetime64(EPOCH, "D")).astype(np.int64)
+    x, t_x, n = engine_bgbb.period_summary(first, position, day, cutoff, period)
+    fitted = engine_bgbb.fit(x, t_x, n)
+    p = fitted.params
+    alive = engine_bgbb.probability_alive(p, x, t_x, n)
+    periods = max(1, int(round(score_settings.horizon_months * 30.4375 / period)))
+    per_period = (1.0 + score_settings.annual_discount_rate) ** (period / 365.25) - 1.0
+    cumulative = np.array([engine_bgbb.conditional_expected_purchases(p, i, x, t_x, n) for i in range(periods + 1)])
+    factors = (1.0 + per_period) ** -np.arange(1, periods + 1, dtype=np.float64)
+    value, spend, spend_diag = _spend(summary)
+    margin = score_settings.margin
+    dert = engine_bgbb.discounted_expected_residual_purchases(p, per_period, x, t_x, n)
+    nan = np.full(x.size, np.nan)
+    scores = {
+        "p_alive": alive, "expected_purchases": cumulative[-1], "expected_value": value,
+        "horizon_value": margin * value * (factors @ np.diff(cumulative, axis=0)), "dert": dert,
+        "clv": margin * value * dert, "expected_purchases_low": nan, "expected_purchases_high": nan,
+        "horizon_value_low": nan, "horizon_value_high": nan, "clv_low": nan, "clv_high": nan,
+        "historical_value": summary.total_margin, "classic_clv": nan,
+    }
+    params = {"purchase_model": "bgbb", "purchase": p.to_dict(), "spend": spend, "settings": score_settings.to_dict(),
+              "period_days": period, "horizon_periods": periods}
+    diagnostics = {"purchase": fitted.diagnostics.to_dict(), "spend": spend_diag,
+                   "n_customers_total": int(x.size), "n_customers_fitted": int(x.size), "sampled": False,
+                   "holdout": {"skipped": "BG/BB runs are not compared on the holdout window", "model": "bgbb"}}
+    return params, diagnostics, scores, {"fit_seconds": round(time.perf_counter() - started, 4)}
+
+
+def _spend(summary: CustomerSummary):
+    """Expected value per purchase: Gamma-Gamma when enough repeat buyers, else each one's own mean."""
+    x, m = summary.frequency, summary.monetary
+    repeat = (x > 0) & (m > 0)
+    if repeat.sum() >= MIN_SPEND_CUSTOMERS:
+        fitted = engine_gammagamma.fit(x, m)
+        value = engine_gammagamma.conditional_expected_value(fitted.params, x, m)
+        return value, {"model": "gammagamma", **fitted.params.to_dict()}, fitted.diagnostics.to_dict()
+    mean = float(m[repeat].mean()) if repeat.any() else 0.0
+    return np.where(x > 0, m, mean), {"model": "empirical", "mean": mean}, {"model": "empirical"}
+
+
+def purchase_days(*, as_of: date) -> tuple[np.ndarray, np.ndarray]:
+    """(customer id, day number since 1970-01-01) of every purchase occasion up to as_of, from the kept per-day rows."""
+    if connection.vendor == "postgresql":
+        sql = "SELECT customer_id, CAST(day - DATE '1970-01-01' AS bigint) FROM clv_purchaseday WHERE day <= %s"
+        return fetch_arrays(sql, [as_of], ["int8", "int8"])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT customer_id, day FROM clv_purchaseday WHERE day <= %s", [as_of])
+        rows = cursor.fetchall()
+    cust = np.array([r[0] for r in rows], dtype=np.int64)
+    day = np.array([(date.fromisoformat(str(r[1])) - EPOCH).days for r in rows], dtype=np.int64)
+    return cust, day
+
+
+def value_totals(scores: dict[str, np.ndarray]) -> dict:
+    """The run's totals of the whole-relationship CLV and the horizon's value (and their intervals' ends)."""
+    return {name: float(np.nansum(scores[name])) for name in
+            ("clv", "horizon_value", "clv_low", "clv_high", "dert", "expected_purchases")}
 
 
 def _write_values(run: ClvRun, summary: CustomerSummary, scores: dict[str, np.ndarray]) -> int:
     def money(a: np.ndarray) -> np.ndarray:
         return np.round(np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0), 2)
 
+    interval_columns = ("expected_purchases_low", "expected_purchases_high", "horizon_value_low",
+                        "horizon_value_high", "clv_low", "clv_high")
+    no_intervals = not np.isfinite(scores["expected_purchases_low"]).any()
+
     n = summary.customer_ids.size
-    return copy_arrays(CustomerValue, {
+    written = copy_arrays(CustomerValue, {
         "run_id": ("int8", np.full(n, run.pk, dtype=np.int64)),
         "customer_id": ("int8", summary.customer_ids),
         "clv": ("money", money(scores["clv"])),
+        "horizon_value": ("money", money(scores["horizon_value"])),
+        "dert": ("float8", np.nan_to_num(scores["dert"])),
+        "expected_purchases_low": ("float8", np.nan_to_num(scores["expected_purchases_low"])),
+        "expected_purchases_high": ("float8", np.nan_to_num(scores["expected_purchases_high"])),
+        "horizon_value_low": ("money", money(scores["horizon_value_low"])),
+        "horizon_value_high": ("money", money(scores["horizon_value_high"])),
+        "clv_low": ("money", money(scores["clv_low"])),
+        "clv_high": ("money", money(scores["clv_high"])),
         "p_alive": ("float8", np.clip(np.nan_to_num(scores["p_alive"]), 0.0, 1.0)),
         "expected_purchases": ("float8", np.nan_to_num(scores["expected_purchases"])),
         "expected_avg_value": ("money", money(scores["expected_value"])),
@@ -416,6 +561,9 @@ def _write_values(run: ClvRun, summary: CustomerSummary, scores: dict[str, np.nd
         "recency": ("float8", summary.recency),
         "T": ("float8", summary.T),
     })
+    if no_intervals:  # a model without intervals (BG/BB): NULL, not zero (the bulk COPY writes no NULLs)
+        CustomerValue.objects.filter(run_id=run.pk).update(**dict.fromkeys(interval_columns))
+    return written
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,7 +625,8 @@ def score_shard(*, run_id: int, shard: int, first_id: int, end_id: int | None) -
     bounds = (outliers["threshold"], outliers["capped_to"]) if outliers.get("threshold") else None
     summary, historical, _ = _spend_bounded(summary, bounds)
     read_seconds = time.perf_counter() - started
-    scores = _score(run.params, summary, historical)
+    with blas_threads(run.settings.get("blas_threads")):
+        scores = _score(run.params, summary, historical)
     score_seconds = time.perf_counter() - started - read_seconds
     with transaction.atomic():
         if not _still_running(run_id):  # failed meanwhile (another shard): write nothing
@@ -489,6 +638,7 @@ def score_shard(*, run_id: int, shard: int, first_id: int, end_id: int | None) -
         written = _write_values(run, summary, scores)
     return {
         "shard": shard, "first_id": first_id, "end_id": end_id, "customers": written,
+        "totals": value_totals(scores),
         "read_seconds": round(read_seconds, 4), "score_seconds": round(score_seconds, 4),
         "write_seconds": round(time.perf_counter() - started - read_seconds - score_seconds, 4),
     }
@@ -527,6 +677,9 @@ def finish_sharded_run(*, run_id: int, shard_results: list[dict]) -> bool:
         clock.phase("aggregate")
         diagnostics = dict(run.diagnostics)
         diagnostics["shards"] = {"ranges": ranges, "results": sorted(done, key=lambda r: r["shard"])}
+        diagnostics["totals"] = {name: sum(r.get("totals", {}).get(name, 0.0) for r in done)
+                                 for name in ("clv", "horizon_value", "clv_low", "clv_high", "dert",
+                                              "expected_purchases")}
         counts = dict(run.counts, customers=written)
         ClvRun.objects.filter(is_current=True).update(is_current=False)
         ClvRun.objects.filter(pk=run_id).update(

@@ -290,6 +290,33 @@ def calibration_and_holdout(*, as_of: date, calibration_end: date) -> tuple[Cust
     (monetary, total value, margin) are NaN.
     """
     cal = (calibration_end - EPOCH).days
+    if connection.vendor != "postgresql":
+        return _calibration_and_holdout_counts(as_of=as_of, calibration_end=calibration_end)
+    # litt: sum of ln(days between consecutive occasions) up to the calibration date, for MBG/CNBD-k's regularity.
+    sql = f"""
+        SELECT customer_id,
+               CAST(COUNT(*) FILTER (WHERE day <= %s) - 1 AS double precision),
+               CAST({day_number("MIN(day)")} AS double precision),
+               CAST({day_number("MAX(day) FILTER (WHERE day <= %s)")} AS double precision),
+               CAST(COUNT(*) FILTER (WHERE day > %s) AS double precision),
+               CAST(COALESCE(SUM(LN(day - previous)) FILTER (WHERE day <= %s), 0) AS double precision)
+        FROM (SELECT customer_id, day, LAG(day) OVER (PARTITION BY customer_id ORDER BY day) AS previous
+              FROM clv_purchaseday WHERE day <= %s) t
+        GROUP BY customer_id HAVING MIN(day) <= %s ORDER BY customer_id
+    """
+    ids, frequency, first, last, holdout, litt = fetch_arrays(
+        sql, [calibration_end, calibration_end, calibration_end, calibration_end, as_of, calibration_end],
+        ["int8"] + ["float8"] * 5,
+    )
+    nan = np.full(ids.size, np.nan)
+    summary = summary_from_columns(ids, frequency, first, last, nan, nan, nan, cutoff=cal)
+    summary.litt = litt
+    return summary, holdout
+
+
+def _calibration_and_holdout_counts(*, as_of: date, calibration_end: date) -> tuple[CustomerSummary, np.ndarray]:
+    """The same without litt (SQLite has no LN): MBG/CNBD-k then sits out of the model choice."""
+    cal = (calibration_end - EPOCH).days
     sql = f"""
         SELECT customer_id,
                CAST(COUNT(*) FILTER (WHERE day <= %s) - 1 AS double precision),

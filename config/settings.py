@@ -304,7 +304,17 @@ CLV_HORIZON_MONTHS = env.int("CLV_HORIZON_MONTHS", default=12)
 CLV_ANNUAL_DISCOUNT_RATE = env.float("CLV_ANNUAL_DISCOUNT_RATE", default=0.10)
 CLV_DEFAULT_MARGIN = env.float("CLV_DEFAULT_MARGIN", default=0.30)
 CLV_HOLDOUT_DAYS = env.int("CLV_HOLDOUT_DAYS", default=180)
-CLV_MODEL = env.str("CLV_MODEL", default="bgnbd")
+# "auto": fit BG/NBD, MBG/NBD, Pareto/NBD and MBG/CNBD-k on the calibration window and use the one
+# with the best holdout score (docs/clv-regular-buyers.md); or one of them by name; or "bgbb" for
+# one purchase opportunity per CLV_PERIOD_DAYS (annual events, yearly donations).
+CLV_MODEL = env.str("CLV_MODEL", default="auto")
+CLV_PERIOD_DAYS = env.int("CLV_PERIOD_DAYS", default=365)
+# Calibration customers the candidates are fitted and compared on (a uniform sample above this).
+CLV_CHOICE_SAMPLE = env.int("CLV_CHOICE_SAMPLE", default=100_000)
+# Parameter sets (the MLE and draws from its asymptotic normal) mixed into each 80% interval.
+CLV_INTERVAL_DRAWS = env.int("CLV_INTERVAL_DRAWS", default=10)
+# BLAS/OpenMP threads while the run fits and scores (numpy's default, one per core, is slower on a busy machine).
+CLV_BLAS_THREADS = env.int("CLV_BLAS_THREADS", default=1)
 # Scoring and writing split into this many customer shards run by Celery workers (1: in the run's process).
 CLV_SHARDS = env.int("CLV_SHARDS", default=1)
 # A sharded run whose shards have not finished after this long is marked failed by the next run.

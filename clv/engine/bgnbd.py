@@ -18,7 +18,7 @@ from .fitting import (
     FitDiagnostics,
     Timer,
     compress_triples,
-    log_space_standard_errors,
+    log_space_standard_errors_and_covariance,
     minimise_log_space,
 )
 
@@ -162,8 +162,9 @@ def fit(
         r, alpha_s, a, b = np.exp(log_params)
         params = BgNbdParams(float(r), float(alpha_s * scale), float(a), float(b))
         ses = {}
+        cov_log: list[list[float]] = []
         if with_standard_errors:
-            se = log_space_standard_errors(lambda lp: _negll_and_grad(lp, data, modified)[1], log_params)
+            se, cov_log = log_space_standard_errors_and_covariance(lambda lp: _negll_and_grad(lp, data, modified)[1], log_params)
             se[1] *= scale
             ses = {k: float(v) for k, v in zip(PARAM_NAMES, se, strict=True)}
     diag = FitDiagnostics(
@@ -178,6 +179,7 @@ def fit(
         seconds=timer.seconds,
         aic=float(2 * 4 - 2 * ll),
         standard_errors=ses,
+        covariance_log=cov_log,
     )
     return BgNbdFit(params, diag)
 

@@ -102,6 +102,9 @@ class FitDiagnostics:
     seconds: float
     aic: float
     standard_errors: dict[str, float] = field(default_factory=dict)
+    # Asymptotic covariance of the log-parameters (inverse Hessian of the negative
+    # log-likelihood), in PARAM_NAMES order: what per-customer intervals draw parameters from.
+    covariance_log: list[list[float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,13 +136,12 @@ def minimise_log_space(
     return np.asarray(result.x), result
 
 
-def log_space_standard_errors(
+def log_space_covariance(
     total_grad: Callable[[np.ndarray], np.ndarray], log_params: np.ndarray, step: float = 1e-4
-) -> np.ndarray:
-    """Asymptotic SEs of the natural parameters from a central-difference Hessian of the analytic gradient.
+) -> np.ndarray | None:
+    """Inverse of the central-difference Hessian of the total negative log-likelihood in log-parameters.
 
-    At the optimum the gradient is ~0, so Cov(theta) = D H^-1 D with D = diag(theta)
-    (delta method from log-parameters). Returns NaN where the Hessian is singular.
+    None where the Hessian is singular or not positive definite (no usable asymptotic normal).
     """
     k = log_params.size
     hess = np.empty((k, k))
@@ -151,10 +153,35 @@ def log_space_standard_errors(
     try:
         cov_log = np.linalg.inv(hess)
     except np.linalg.LinAlgError:
-        return np.full(k, np.nan)
+        return None
+    if not np.all(np.isfinite(cov_log)):
+        return None
+    return 0.5 * (cov_log + cov_log.T)
+
+
+def log_space_standard_errors(
+    total_grad: Callable[[np.ndarray], np.ndarray], log_params: np.ndarray, step: float = 1e-4
+) -> np.ndarray:
+    """Asymptotic SEs of the natural parameters from a central-difference Hessian of the analytic gradient.
+
+    At the optimum the gradient is ~0, so Cov(theta) = D H^-1 D with D = diag(theta)
+    (delta method from log-parameters). Returns NaN where the Hessian is singular.
+    """
+    ses, _ = log_space_standard_errors_and_covariance(total_grad, log_params, step)
+    return ses
+
+
+def log_space_standard_errors_and_covariance(
+    total_grad: Callable[[np.ndarray], np.ndarray], log_params: np.ndarray, step: float = 1e-4
+) -> tuple[np.ndarray, list[list[float]]]:
+    """(SEs of the natural parameters, covariance of the log-parameters as nested lists; [] when singular)."""
+    k = log_params.size
+    cov_log = log_space_covariance(total_grad, log_params, step)
+    if cov_log is None:
+        return np.full(k, np.nan), []
     theta = np.exp(log_params)
     var = np.diag(cov_log) * theta**2
-    return np.sqrt(np.where(var > 0, var, np.nan))
+    return np.sqrt(np.where(var > 0, var, np.nan)), cov_log.tolist()
 
 
 class Timer:

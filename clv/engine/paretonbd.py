@@ -39,7 +39,7 @@ from .fitting import (
     FitDiagnostics,
     Timer,
     compress_triples,
-    log_space_standard_errors,
+    log_space_standard_errors_and_covariance,
     minimise_log_space,
 )
 
@@ -252,8 +252,9 @@ def fit(
         r, alpha_s, s, beta_s = np.exp(log_params)
         params = ParetoNbdParams(float(r), float(alpha_s * scale), float(s), float(beta_s * scale))
         ses = {}
+        cov_log: list[list[float]] = []
         if with_standard_errors:
-            se = log_space_standard_errors(
+            se, cov_log = log_space_standard_errors_and_covariance(
                 lambda lp: _negll_and_numerical_grad(lp, data, pairs)[1], log_params, step=1e-3
             )
             se[1] *= scale
@@ -271,6 +272,7 @@ def fit(
         seconds=timer.seconds,
         aic=float(2 * 4 - 2 * ll),
         standard_errors=ses,
+        covariance_log=cov_log,
     )
     return ParetoNbdFit(params, diag)
 

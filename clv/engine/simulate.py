@@ -104,6 +104,39 @@ def simulate_purchase_times(
     return SimulatedPurchases(all_cust[order], all_time[order], lam, p)
 
 
+def simulate_regular_purchase_times(
+    n: int,
+    k: int,
+    r: float,
+    alpha: float,
+    a: float,
+    b: float,
+    T: np.ndarray | float,
+    *,
+    rng: np.random.Generator,
+    modified: bool = True,
+) -> SimulatedPurchases:
+    """MBG/CNBD-k histories: Erlang(k, lambda) gaps, lambda ~ Gamma(r, alpha), dropout p ~ Beta(a, b)
+    tried at the first purchase (modified) and after every repeat purchase; first purchase at 0."""
+    T = np.broadcast_to(np.asarray(T, dtype=np.float64), (n,))
+    lam, p = _latent(n, r, alpha, a, b, rng)
+    custs = [np.arange(n)]
+    times = [np.zeros(n)]
+    now = np.zeros(n)
+    alive = rng.random(n) >= p if modified else np.ones(n, dtype=bool)
+    active = np.flatnonzero(alive)
+    while active.size:
+        now[active] += rng.gamma(k, 1.0 / lam[active])
+        active = active[now[active] <= T[active]]
+        custs.append(active)
+        times.append(now[active].copy())
+        active = active[rng.random(active.size) >= p[active]]
+    cust = np.concatenate(custs)
+    time = np.concatenate(times)
+    order = np.lexsort((time, cust))
+    return SimulatedPurchases(cust[order], time[order], lam, p)
+
+
 def simulate_mean_spend(frequency: np.ndarray, p: float, q: float, v: float, *, rng: np.random.Generator) -> np.ndarray:
     """Average value of x repeat purchases under Gamma-Gamma (0 where x = 0).
 
@@ -145,8 +178,11 @@ def simulate_transactions(
     end: str | np.datetime64,
     rng: np.random.Generator,
     modified: bool = False,
+    regularity: int = 1,
 ) -> SimulatedTransactions:
     """Customers acquired uniformly over [start, end], observed to end; params in days (alpha per day).
+
+    regularity k > 1 draws Erlang-k inter-purchase times (simulate_regular_purchase_times).
 
     Purchase times are rounded to calendar days, so two purchases on the same day
     become one occasion in the summary (as they would in the CRM); with high purchase
@@ -159,7 +195,10 @@ def simulate_transactions(
     first = start_d + first_offset.astype("timedelta64[D]")
     T = (span - first_offset).astype(np.float64)  # whole days, as the summary measures T
     r, alpha, a, b = purchase_params
-    sim = simulate_purchase_times(n, r, alpha, a, b, T, rng=rng, modified=modified)
+    if regularity > 1:  # Erlang-k gaps (MBG/CNBD-k when modified); alpha is then per phase
+        sim = simulate_regular_purchase_times(n, regularity, r, alpha, a, b, T, rng=rng, modified=modified)
+    else:
+        sim = simulate_purchase_times(n, r, alpha, a, b, T, rng=rng, modified=modified)
     # Round (not floor) so day-level recency is unbiased for the continuous-time recency.
     day = np.rint(sim.time).astype(np.int64)
     dates = first[sim.customer] + day.astype("timedelta64[D]")

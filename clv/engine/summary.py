@@ -35,6 +35,9 @@ class CustomerSummary:
     first_purchase: np.ndarray  # datetime64[D]
     last_purchase: np.ndarray  # datetime64[D]
     time_unit: str
+    # Sum of ln(inter-purchase time) over the x gaps between occasions, in the time unit: what
+    # the regularity (Erlang k) of MBG/CNBD-k is chosen from. None where the source lacks it.
+    litt: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.customer_ids.size)
@@ -101,6 +104,9 @@ def summarise_transactions(
     T = (as_of_day.astype(np.int64) - first_day).astype(np.float64) / unit
     with np.errstate(invalid="ignore", divide="ignore"):
         monetary = np.where(frequency > 0, (total_value - first_value) / np.maximum(frequency, 1), 0.0)
+    gaps = np.diff(occ_day).astype(np.float64) / unit
+    same = occ_cust[1:] == occ_cust[:-1]
+    litt = np.bincount(occ_cust[1:][same], weights=np.log(gaps[same]), minlength=n_cust)
     total_margin = None
     if cost is not None:
         total_margin = np.bincount(cust, weights=amt - cost, minlength=n_cust)
@@ -115,4 +121,5 @@ def summarise_transactions(
         first_purchase=first_day.astype("datetime64[D]"),
         last_purchase=last_day.astype("datetime64[D]"),
         time_unit=time_unit,
+        litt=litt,
     )

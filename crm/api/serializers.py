@@ -458,9 +458,10 @@ class CustomerValueSerializer(serializers.ModelSerializer):
     class Meta:
         model = CustomerValue
         fields = [
-            "run", "as_of", "customer", "customer_external_id", "customer_name", "clv", "p_alive",
-            "expected_purchases", "expected_avg_value", "historical_value", "classic_value", "frequency", "recency",
-            "T",
+            "run", "as_of", "customer", "customer_external_id", "customer_name", "clv", "clv_low", "clv_high",
+            "horizon_value", "horizon_value_low", "horizon_value_high", "dert", "p_alive", "expected_purchases",
+            "expected_purchases_low", "expected_purchases_high", "expected_avg_value", "historical_value",
+            "classic_value", "frequency", "recency", "T",
         ]
         read_only_fields = fields
 

@@ -41,8 +41,11 @@ def test_fit_and_score_returns_json_params_and_finite_scores(summary):
     sc = result.scores
     assert np.all((sc["p_alive"] >= 0) & (sc["p_alive"] <= 1))
     assert np.all(sc["clv"] >= 0)
-    # Discounting and margin: CLV is below margin x value x expected purchases.
-    assert np.all(sc["clv"] <= 0.4 * sc["expected_value"] * sc["expected_purchases"] + 1e-9)
+    # Discounting and margin: the horizon's value is below margin x value x expected purchases.
+    assert np.all(sc["horizon_value"] <= 0.4 * sc["expected_value"] * sc["expected_purchases"] + 1e-9)
+    # The whole remaining relationship is worth at least its first months.
+    assert np.all(sc["clv"] >= sc["horizon_value"] - 1e-9)
+    assert np.all(sc["expected_purchases_low"] <= sc["expected_purchases_high"])
     np.testing.assert_allclose(sc["historical_value"], s.total_margin)
 
 
