@@ -60,7 +60,7 @@ def values_relation() -> str:
 CLV_FIELD = "clv"
 # The next-12-months value stored beside the lifetime CLV, under whichever of these names the
 # CLV engine gives it (none yet: then the stored CLV itself covers the configured horizon).
-NEXT_12M_FIELDS = ("value_12m", "clv_12m", "next_12m_value", "next_12m")
+NEXT_12M_FIELDS = ("horizon_value", "value_12m", "clv_12m", "next_12m_value", "next_12m")
 
 VALUE_FIELDS = ("clv", "p_alive", "expected_purchases", "historical_value", "classic_value", "expected_avg_value")
 
