@@ -182,6 +182,14 @@ def account_360(user, pk: int) -> dict[str, Any]:
     }
 
 
+def current_value_of(customer: Customer):
+    """The customer's value in the current CLV run, or None."""
+    run = current_run()
+    if run is None:
+        return None
+    return clv_model("CustomerValue").objects.filter(run=run, customer=customer).first()
+
+
 def _field(row, name: str):
     return row.get(name) if isinstance(row, dict) else getattr(row, name, None)
 
@@ -279,6 +287,9 @@ def holdings_with_usage(customer: Customer, *, periods: int = 6) -> list[Holding
     )
     for h in holdings:
         h.recent_usage = h.recent_usage[:periods]
+        for u in h.recent_usage:  # each period against its capacity, for the usage bars
+            u.capacity_held = u.capacity if u.capacity is not None else h.capacity
+            u.share = float(u.used / u.capacity_held) if u.capacity_held else None
         latest = h.recent_usage[0] if h.recent_usage else None
         h.latest_usage = latest
         cap = None
