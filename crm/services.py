@@ -472,17 +472,13 @@ def person_add(*, customer: Customer, last_name: str, external_id: str | None = 
     return _save_new(Person(customer=customer, last_name=last_name, external_id=external_id or None, **fields))
 
 
-PERSON_EDITABLE = ("first_name", "last_name", "job_title", "dmu_role", "email", "phone", "is_primary", "is_active")
-
-
 @transaction.atomic
 def person_update(*, person: Person, data: dict[str, Any]) -> tuple[Person, bool]:
-    """Edit a person of the decision-making unit; making them primary demotes the current primary."""
-    unknown = set(data) - set(PERSON_EDITABLE)
-    if unknown:
-        raise ValidationError({name: "This field cannot be changed here." for name in sorted(unknown)})
-    if data.get("is_primary") and not person.is_primary:
-        _demote_primary(person.customer, keep=person)
+    """Edit a person of the decision-making unit; making them primary demotes the current primary
+    (of the customer they belong to after the edit)."""
+    customer = data.get("customer", person.customer)
+    if data.get("is_primary") and (not person.is_primary or customer.pk != person.customer_id):
+        _demote_primary(customer, keep=person)
     return record_update(instance=person, data=data)
 
 
