@@ -162,7 +162,7 @@ def account_360(user, pk: int) -> dict[str, Any]:
     if run is not None:
         value = clv_model("CustomerValue").objects.filter(run=run, customer=customer).first()
     history = customer_value_history(customer)
-    people = list(customer.people.all())
+    people = list(customer.people.order_by("-is_primary", "last_name", "first_name", "id"))
     opportunities = list(
         customer.opportunities.filter(status__in=[Opportunity.Status.OPEN, Opportunity.Status.ACCEPTED])
         .select_related("product", "from_product", "status_changed_by")
