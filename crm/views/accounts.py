@@ -195,7 +195,8 @@ def account_mark_lost(request, pk: int):
 
 
 def _people_response(request, customer, *, status: int = 200, **extra):
-    context = {"customer": customer, "people": list(customer.people.order_by("-is_primary", "last_name", "first_name", "id")), **extra}
+    people = list(customer.people.order_by("-is_primary", "last_name", "first_name", "id"))
+    context = {"customer": customer, "people": people, **extra}
     if not request.htmx:
         if status == 200 and not extra.get("person_form") and not extra.get("edit_form"):
             return redirect(reverse("crm:account_detail", args=[customer.pk]) + "#dmu")
