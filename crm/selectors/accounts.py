@@ -72,8 +72,11 @@ def possible_duplicates(
 
     wanted = normalised_name(name)
     if wanted:
-        longest = max(wanted.split(), key=len)
-        for customer in visible.filter(name__icontains=longest).order_by("name", "id")[:NAME_CANDIDATES]:
+        # Every word of the normalised name appears in a matching name: narrow by all of them.
+        candidates = visible
+        for word in sorted(set(wanted.split()), key=len, reverse=True)[:4]:
+            candidates = candidates.filter(name__icontains=word)
+        for customer in candidates.order_by("name", "id")[:NAME_CANDIDATES]:
             if normalised_name(customer.name) == wanted:
                 note(customer, "same name")
     domain = email_domain(email)
