@@ -1,7 +1,9 @@
 """Admin for customers, products, the four facets and opportunities."""
 
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.forms.models import BaseInlineFormSet
 
 from clv.summary import summary_apply, summary_apply_product
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Tombstone, Usage
@@ -28,9 +30,19 @@ class SyncedAdmin(admin.ModelAdmin):
             record_delete(instance=obj, deleted_by=request.user)
 
 
+class PersonInlineFormSet(BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        primaries = [form for form in self.forms if form.cleaned_data.get("is_primary")
+                     and not form.cleaned_data.get("DELETE")]
+        if len(primaries) > 1:
+            raise ValidationError("Only one person can be the primary contact.")
+
+
 class PersonInline(admin.TabularInline):
     model = Person
-    fields = ("first_name", "last_name", "job_title", "dmu_role", "email", "phone", "is_active")
+    formset = PersonInlineFormSet
+    fields = ("first_name", "last_name", "job_title", "dmu_role", "email", "phone", "is_primary", "is_active")
     extra = 0
 
 
@@ -93,8 +105,8 @@ class CustomerAdmin(SyncedAdmin):
 
 @admin.register(Person)
 class PersonAdmin(SyncedAdmin):
-    list_display = ("__str__", "customer", "job_title", "dmu_role", "email", "is_active")
-    list_filter = ("dmu_role", "is_active")
+    list_display = ("__str__", "customer", "job_title", "dmu_role", "email", "is_primary", "is_active")
+    list_filter = ("dmu_role", "is_primary", "is_active")
     search_fields = ("first_name", "last_name", "email", "customer__name", "external_id")
     autocomplete_fields = ("customer",)
     list_select_related = ("customer",)

@@ -1,21 +1,23 @@
-"""Forms for the web pages: list filters, the quick contact and event forms, dashboard filters.
+"""Forms for the web pages: list filters, the quick contact and event forms, the account, people,
+holding and usage forms, dashboard filters.
 
-Forms only check input; the writes themselves go through crm.services.
+Forms only check input; the writes themselves go through crm.services. Model forms validate
+against a copy of the record (model validation: choices, dates from crm/dates.py, constraints
+in words from crm/constraints.py) and never save it.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import copy
+import re
 
 from django import forms
 from django.utils import timezone
 
 from accounts.models import Team, User
-from crm.models import Contact, Customer, Event, Opportunity, Person
+from crm.dates import date_error
+from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Usage
 from crm.selectors.pages import RISK_CHOICES, SORTS
-
-# A contact or event may be logged a little ahead (time zones, a meeting about to start), not days ahead.
-FUTURE_TOLERANCE = timedelta(hours=12)
 
 
 class DateTimeLocalInput(forms.DateTimeInput):
@@ -71,9 +73,11 @@ class AccountFilterForm(forms.Form):
         return data
 
 
-def _not_far_future(value, field_label: str):
-    if value and value > timezone.now() + FUTURE_TOLERANCE:
-        raise forms.ValidationError(f"{field_label} cannot be in the future.")
+def _sane_date(value, model_label: str, field: str):
+    """The services' date rule (crm/dates.py), checked on the form too so every error shows at once."""
+    message = date_error(model_label, field, value)
+    if message:
+        raise forms.ValidationError(message)
     return value
 
 
@@ -87,7 +91,8 @@ class ContactQuickForm(forms.Form):
     subject = forms.CharField(max_length=200, widget=forms.TextInput(attrs={"placeholder": "What was it about?"}))
     occurred_at = forms.DateTimeField(label="When", required=False, widget=DateTimeLocalInput(),
                                       help_text="Leave empty for now.")
-    people = forms.ModelMultipleChoiceField(label="Who took part", queryset=Person.objects.none(), required=False)
+    people = forms.ModelMultipleChoiceField(label="Who took part", queryset=Person.objects.none(), required=False,
+                                            widget=forms.CheckboxSelectMultiple)
     outcome = forms.CharField(max_length=200, required=False)
     notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
     follow_up_on = forms.DateField(label="Follow up on", required=False, widget=DateInput())
@@ -98,7 +103,6 @@ class ContactQuickForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.customer = customer
         self.fields["people"].queryset = customer.people.filter(is_active=True)
-        self.fields["people"].help_text = "People of the decision-making unit (Ctrl/Cmd-click for several)."
 
     def clean_subject(self):
         subject = self.cleaned_data["subject"].strip()
@@ -107,7 +111,10 @@ class ContactQuickForm(forms.Form):
         return subject
 
     def clean_occurred_at(self):
-        return _not_far_future(self.cleaned_data.get("occurred_at"), "The contact time")
+        return _sane_date(self.cleaned_data.get("occurred_at"), "crm.contact", "occurred_at")
+
+    def clean_follow_up_on(self):
+        return _sane_date(self.cleaned_data.get("follow_up_on"), "crm.contact", "follow_up_on")
 
     def clean(self):
         data = super().clean()
@@ -130,7 +137,180 @@ class EventQuickForm(forms.Form):
         super().__init__(*args, **kwargs)
 
     def clean_occurred_at(self):
-        return _not_far_future(self.cleaned_data.get("occurred_at"), "The event date")
+        return _sane_date(self.cleaned_data.get("occurred_at"), "crm.event", "occurred_at")
+
+
+class RecordForm(forms.ModelForm):
+    """A model form that validates against a copy of the record, so the record itself stays as stored
+    until a service writes the cleaned values."""
+
+    def __init__(self, *args, instance=None, **kwargs):
+        super().__init__(*args, instance=copy.copy(instance) if instance is not None else None, **kwargs)
+
+
+COUNTRY_CODE = re.compile(r"^[A-Z]{2}$")
+
+
+class AccountForm(RecordForm):
+    """New account and Edit: the account's own fields; the owner only for managers and admins on create."""
+
+    owner = forms.ModelChoiceField(label="Owner", queryset=User.objects.none(), required=True,
+                                   help_text="The salesperson who keeps this account.")
+
+    class Meta:
+        model = Customer
+        fields = ["name", "kind", "relationship_type", "lifecycle_stage", "email", "phone", "website", "address",
+                  "city", "country", "notes", "external_id"]
+        labels = {"kind": "Company or individual", "relationship_type": "Relationship", "external_id": "External id",
+                  "website": "Website", "email": "E-mail"}
+        help_texts = {"external_id": "Optional: the id of this account in the ERP, billing or shop.",
+                      "country": "Two letters, e.g. GB, DE, FR."}
+        widgets = {"notes": forms.Textarea(attrs={"rows": 3}), "email": forms.EmailInput(),
+                   "phone": forms.TextInput(attrs={"type": "tel", "autocomplete": "tel"}),
+                   "website": forms.TextInput(attrs={"type": "url", "placeholder": "https://"}),
+                   "country": forms.TextInput(attrs={"maxlength": 2, "size": 3, "autocapitalize": "characters"})}
+
+    def __init__(self, *args, owners=None, **kwargs):
+        kwargs.setdefault("auto_id", "account-%s")
+        super().__init__(*args, **kwargs)
+        if owners is None:
+            del self.fields["owner"]
+        else:
+            self.fields["owner"].queryset = owners
+            self.order_fields(["name", "owner"])
+        stages = Customer.Stage.choices
+        if self.instance.lifecycle_stage != Customer.Stage.LOST:  # losing an account asks why: "Mark lost"
+            stages = [c for c in stages if c[0] != Customer.Stage.LOST]
+        self.fields["lifecycle_stage"].choices = stages
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("Give the account a name.")
+        return name
+
+    def clean_country(self):
+        country = self.cleaned_data["country"].strip().upper()
+        if country and not COUNTRY_CODE.match(country):
+            raise forms.ValidationError("Give the two-letter country code (ISO 3166), e.g. GB or DE.")
+        return country
+
+    def clean_website(self):
+        website = self.cleaned_data["website"].strip()
+        if website and "://" not in website:
+            website = f"https://{website}"
+            try:
+                forms.URLField().clean(website)
+            except forms.ValidationError:
+                raise forms.ValidationError("Enter a web address, e.g. https://example.com.") from None
+        return website
+
+    def account_data(self) -> dict:
+        data = dict(self.cleaned_data)
+        data.pop("owner", None)
+        return data
+
+
+class AccountReassignForm(forms.Form):
+    owner = forms.ModelChoiceField(label="New owner", queryset=User.objects.none(), empty_label="Choose…")
+
+    def __init__(self, *args, owners, **kwargs):
+        kwargs.setdefault("auto_id", "reassign-%s")
+        super().__init__(*args, **kwargs)
+        self.fields["owner"].queryset = owners
+
+
+class MarkLostForm(forms.Form):
+    reason = forms.ChoiceField(label="Why was it lost?", choices=[("", "Choose a reason…"), *Customer.LostReason.choices])
+    note = forms.CharField(label="In your words", max_length=300, required=False,
+                           help_text="Needed when the reason is “Other”.",
+                           widget=forms.TextInput(attrs={"placeholder": "What happened?"}))
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", "lost-%s")
+        super().__init__(*args, **kwargs)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("reason") == Customer.LostReason.OTHER and not (data.get("note") or "").strip():
+            self.add_error("note", "Say in a few words why the account was lost.")
+        return data
+
+
+class PersonForm(RecordForm):
+    class Meta:
+        model = Person
+        fields = ["first_name", "last_name", "job_title", "dmu_role", "email", "phone", "is_primary"]
+        labels = {"dmu_role": "Role in the decision-making unit", "email": "E-mail", "is_primary": "Primary contact"}
+        help_texts = {"is_primary": "The person to call first; replaces the current primary contact."}
+        widgets = {"phone": forms.TextInput(attrs={"type": "tel", "autocomplete": "tel"}), "email": forms.EmailInput()}
+
+    def __init__(self, *args, **kwargs):
+        prefix_id = f"person-{kwargs['instance'].pk}-%s" if kwargs.get("instance") else "person-new-%s"
+        kwargs.setdefault("auto_id", prefix_id)
+        super().__init__(*args, **kwargs)
+
+    def clean_last_name(self):
+        name = self.cleaned_data["last_name"].strip()
+        if not name:
+            raise forms.ValidationError("Give at least the last name.")
+        return name
+
+
+class HoldingForm(RecordForm):
+    product = forms.ModelChoiceField(queryset=Product.objects.none(), empty_label="Choose a product…")
+
+    class Meta:
+        model = Holding
+        fields = ["product", "quantity", "since", "until", "status"]
+        labels = {"quantity": "Quantity or seats", "since": "Since", "until": "Until or renewal date"}
+        help_texts = {"until": "Leave empty when it runs until cancelled."}
+        widgets = {"since": DateInput(), "until": DateInput()}
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", "holding-%s")
+        super().__init__(*args, **kwargs)
+        self.fields["product"].queryset = Product.objects.filter(is_active=True).order_by("family", "tier", "sku")
+        self.fields["quantity"].min_value = 0
+        self.fields["quantity"].widget.attrs["min"] = 0
+
+    def clean(self):
+        data = super().clean()
+        if data.get("since") and data.get("until") and data["until"] < data["since"]:
+            self.add_error("until", "The end or renewal date must be on or after the start date.")
+        return data
+
+
+class UsageForm(RecordForm):
+    class Meta:
+        model = Usage
+        fields = ["period_start", "period_end", "used", "capacity", "satisfaction", "nps", "note"]
+        labels = {"period_start": "Period from", "period_end": "Period to", "used": "Used",
+                  "capacity": "Capacity", "satisfaction": "Satisfaction (1–5)", "nps": "NPS answer (0–10)"}
+        help_texts = {"capacity": "Leave empty to use what the holding gives.", "used": "In the product's unit."}
+        widgets = {"period_start": DateInput(), "period_end": DateInput(), "note": forms.Textarea(attrs={"rows": 2})}
+
+    def __init__(self, *args, holding: Holding, **kwargs):
+        kwargs.setdefault("auto_id", f"usage-{holding.pk}-%s")
+        super().__init__(*args, **kwargs)
+        self.holding = holding
+        self.instance.holding = holding
+        unit = holding.product.capacity_unit
+        if unit:
+            self.fields["used"].help_text = f"In {unit}."
+        if holding.capacity is not None:
+            self.fields["capacity"].help_text = f"Leave empty for the holding's {holding.capacity.normalize():f}."
+        for name, low, high in (("used", 0, None), ("capacity", 0, None), ("satisfaction", 1, 5), ("nps", 0, 10)):
+            field = self.fields[name]
+            field.widget.attrs["min"] = low
+            if high is not None:
+                field.widget.attrs["max"] = high
+
+    def clean(self):
+        data = super().clean()
+        if data.get("period_start") and data.get("period_end") and data["period_end"] < data["period_start"]:
+            self.add_error("period_end", "The end of the period must be on or after its start.")
+        return data
 
 
 class OpportunityStatusForm(forms.Form):

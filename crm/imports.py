@@ -23,6 +23,7 @@ from django.utils import timezone
 from clv.models import PurchaseDay, PurchaseSummary
 from clv.summary import summary_deferred
 from crm.bulk import bulk_insert, refresh_statistics
+from crm.dates import happened_error
 from crm.models import Customer, Product, Purchase
 from crm.services import purchase_plausible, purchases_bulk_insert
 
@@ -210,4 +211,7 @@ def _parse_when(text: str, date_format: str | None, line: int) -> datetime:
         raise ImportError_(line, f"purchased_at {text!r} is not a date in the format {expected}") from None
     if timezone.is_naive(value):
         value = timezone.make_aware(value)
+    problem = happened_error(value, f"purchased_at {text!r}")
+    if problem:
+        raise ImportError_(line, problem)
     return value

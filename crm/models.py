@@ -9,6 +9,7 @@ in the same transaction as the delete, so a syncing client learns about them lat
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -33,6 +34,27 @@ class SyncedModel(models.Model):
 
     class Meta:
         abstract = True
+
+    def validate_constraints(self, exclude=None):
+        # Violations in words beside the field (crm/constraints.py), not the constraint's name.
+        from crm.constraints import validate_worded_constraints
+
+        validate_worded_constraints(self, exclude=exclude)
+
+    def clean_fields(self, exclude=None):
+        # Dates a person or client entered must make sense (crm/dates.py): one rule for every write path.
+        from crm.dates import record_date_errors
+
+        errors: dict = {}
+        try:
+            super().clean_fields(exclude=exclude)
+        except ValidationError as exc:
+            errors = exc.update_error_dict(errors)
+        for field, messages in record_date_errors(self).items():
+            if field not in errors and field not in (exclude or ()):
+                errors[field] = messages
+        if errors:
+            raise ValidationError(errors)
 
 
 def change_position_index() -> models.Index:
@@ -82,6 +104,15 @@ class Customer(SyncedModel):
         ADVOCATE = "advocate", "Advocate"
         LOST = "lost", "Lost"
 
+    class LostReason(models.TextChoices):
+        PRICE = "price", "Price"
+        COMPETITOR = "competitor", "Went to a competitor"
+        NO_NEED = "no_need", "No longer needs it"
+        NO_BUDGET = "no_budget", "No budget"
+        SERVICE = "service", "Unhappy with product or service"
+        UNRESPONSIVE = "unresponsive", "Stopped responding"
+        OTHER = "other", "Other"
+
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.COMPANY)
     owner = models.ForeignKey(
@@ -96,7 +127,17 @@ class Customer(SyncedModel):
     lifecycle_stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.PROSPECT)
     acquired_on = models.DateField(null=True, blank=True, help_text="When the customer first bought.")
     lost_on = models.DateField(null=True, blank=True, help_text="When the customer was marked lost.")
+    lost_reason = models.CharField(
+        max_length=20, choices=LostReason.choices, blank=True, default="", db_default="",
+        help_text="Why the customer was lost (set when marked lost).",
+    )
+    lost_note = models.CharField(
+        max_length=300, blank=True, default="", db_default="", help_text="The reason in the salesperson's words."
+    )
     industry = models.CharField(max_length=100, blank=True)
+    address = models.CharField(
+        max_length=300, blank=True, default="", db_default="", help_text="Street and number, postcode."
+    )
     city = models.CharField(max_length=100, blank=True)
     country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2 code.")
     email = models.EmailField(blank=True)
@@ -158,6 +199,10 @@ class Person(SyncedModel):
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=40, blank=True)
     is_active = models.BooleanField(default=True, help_text="Still with the customer.")
+    is_primary = models.BooleanField(
+        "primary contact", default=False, db_default=False,
+        help_text="The person to call first; at most one per customer.",
+    )
 
     objects = VisibleQuerySet.as_manager()
 
@@ -172,6 +217,10 @@ class Person(SyncedModel):
             models.CheckConstraint(
                 condition=Q(dmu_role__in=["decision_maker", "influencer", "buyer", "user", "gatekeeper"]),
                 name="person_dmu_role_valid",
+            ),
+            models.UniqueConstraint(
+                fields=["customer"], condition=Q(is_primary=True), name="person_one_primary_per_customer",
+                violation_error_message="This customer already has a primary contact.",
             ),
         ]
 

@@ -22,6 +22,7 @@ from accounts.models import User
 from clv.summary import summary_apply, summary_apply_product
 from crm.bulk import bulk_insert, insert_instances
 from crm.conflicts import ConcurrentWrite
+from crm.dates import record_date_errors
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Tombstone, Usage
 from crm.sync import feed_touch
 
@@ -208,6 +209,12 @@ def records_upsert(
         if many:
             many_values.append((row, many, row in to_create))
     keyed = all(row.external_id for row in to_create)
+    date_errors = {
+        index: errors for index, (result, row) in enumerate(results)
+        if result != "unchanged" and (errors := record_date_errors(row))
+    }
+    if date_errors:
+        raise RecordErrors(date_errors)
     try:
         with transaction.atomic():
             taken = insert_instances(model, to_create, skip_taken="external_id" if keyed else None)
@@ -443,18 +450,162 @@ def customer_create(
     return _save_new(customer)
 
 
+# What a salesperson keeps of an account on the pages; the owner moves through customer_reassign.
+CUSTOMER_EDITABLE = (
+    "name", "kind", "relationship_type", "lifecycle_stage", "email", "phone", "website", "address", "city",
+    "country", "notes", "external_id",
+)
+
+
 @transaction.atomic
-def customer_mark_lost(*, customer: Customer, lost_on: date | None = None) -> Customer:
-    customer.lifecycle_stage = Customer.Stage.LOST
-    customer.lost_on = lost_on or timezone.localdate()
-    customer.full_clean()
-    customer.save(update_fields=["lifecycle_stage", "lost_on", "updated_at"])
+def customer_update(*, customer: Customer, data: dict[str, Any]) -> tuple[Customer, bool]:
+    """Edit an account's own fields (not its owner); returns (customer, whether anything changed).
+
+    An account becomes lost only through customer_mark_lost (which asks why); one that is won
+    back (its stage moves away from lost) forgets its lost date and reason.
+    """
+    unknown = set(data) - set(CUSTOMER_EDITABLE)
+    if unknown:
+        raise ValidationError({name: "This field cannot be changed here." for name in sorted(unknown)})
+    data = dict(data)
+    if "external_id" in data:
+        data["external_id"] = data["external_id"] or None
+    stage = data.get("lifecycle_stage", customer.lifecycle_stage)
+    if stage == Customer.Stage.LOST and customer.lifecycle_stage != Customer.Stage.LOST:
+        raise ValidationError({"lifecycle_stage": "Use “Mark lost” to record why the account was lost."})
+    if stage != Customer.Stage.LOST and customer.lifecycle_stage == Customer.Stage.LOST:
+        data.update(lost_on=None, lost_reason="", lost_note="")
+    return record_update(instance=customer, data=data)
+
+
+def assignable_owners(user: User):
+    """Who `user` may make the owner of an account: admins anyone active; managers themselves and
+    the salespeople of the teams they manage; salespeople only themselves."""
+    users = User.objects.filter(is_active=True)
+    if user.sees_everything:
+        return users.order_by("first_name", "last_name", "username")
+    if user.is_manager:
+        users = users.filter(models.Q(pk=user.pk) | models.Q(team__manager=user))
+    else:
+        users = users.filter(pk=user.pk)
+    return users.order_by("first_name", "last_name", "username")
+
+
+@transaction.atomic
+def customer_reassign(*, customer: Customer, owner: User, by: User) -> Customer:
+    """Give the account to another salesperson (managers within their teams, admins to anyone).
+
+    Goes through record_update, so record_moved sends the account and everything under it to
+    the old owner's sync clients as "moved" tombstones and to the new owner's as changes.
+    """
+    if not (by.sees_everything or by.is_manager):
+        raise ValidationError({"owner": "Only managers and admins reassign accounts."})
+    if owner is None or not assignable_owners(by).filter(pk=owner.pk).exists():
+        raise ValidationError({"owner": "Choose yourself or a salesperson of your team."})
+    if owner.pk == customer.owner_id:
+        raise ValidationError({"owner": f"{owner} already owns this account."})
+    record_update(instance=customer, data={"owner": owner})
     return customer
 
 
 @transaction.atomic
+def customer_mark_lost(
+    *, customer: Customer, reason: str, note: str = "", lost_on: date | None = None
+) -> Customer:
+    """Mark the account lost, with why (a reason from the list, and words for "other") and when."""
+    note = (note or "").strip()
+    if reason not in Customer.LostReason.values:
+        raise ValidationError({"reason": "Choose why the account was lost."})
+    if reason == Customer.LostReason.OTHER and not note:
+        raise ValidationError({"note": "Say in a few words why the account was lost."})
+    customer.lifecycle_stage = Customer.Stage.LOST
+    customer.lost_on = lost_on or timezone.localdate()
+    customer.lost_reason = reason
+    customer.lost_note = note
+    try:
+        customer.full_clean()
+    except ValidationError as exc:
+        if "lost_note" in exc.message_dict:
+            raise ValidationError({"note": exc.message_dict["lost_note"]}) from None
+        raise
+    customer.save(update_fields=["lifecycle_stage", "lost_on", "lost_reason", "lost_note", "updated_at"])
+    return customer
+
+
+def _demote_primary(customer: Customer, *, keep: Person | None = None) -> None:
+    """Clear the current primary contact (one per customer, as the database requires), through
+    record_update so the change reaches the change feed. The customer row is locked, so two
+    people cannot be made primary at the same time."""
+    Customer.objects.select_for_update().filter(pk=customer.pk).values_list("pk", flat=True).first()
+    current = customer.people.filter(is_primary=True)
+    if keep is not None and keep.pk is not None:
+        current = current.exclude(pk=keep.pk)
+    for person in current:
+        record_update(instance=person, data={"is_primary": False})
+
+
+@transaction.atomic
 def person_add(*, customer: Customer, last_name: str, external_id: str | None = None, **fields: Any) -> Person:
+    """Add a person to the customer's decision-making unit; a new primary contact replaces the old one."""
+    if fields.get("is_primary"):
+        _demote_primary(customer)
     return _save_new(Person(customer=customer, last_name=last_name, external_id=external_id or None, **fields))
+
+
+@transaction.atomic
+def person_update(*, person: Person, data: dict[str, Any]) -> tuple[Person, bool]:
+    """Edit a person of the decision-making unit; making them primary demotes the current primary
+    (of the customer they belong to after the edit)."""
+    customer = data.get("customer", person.customer)
+    if data.get("is_primary") and (not person.is_primary or customer.pk != person.customer_id):
+        _demote_primary(customer, keep=person)
+    return record_update(instance=person, data=data)
+
+
+@transaction.atomic
+def person_remove(*, person: Person, removed_by: User | None) -> None:
+    """Remove a person from the decision-making unit (their contacts stay, without them); a tombstone tells sync clients."""
+    record_delete(instance=person, deleted_by=removed_by)
+
+
+@transaction.atomic
+def holding_add(
+    *,
+    customer: Customer,
+    product: Product,
+    since: date,
+    quantity: Decimal = Decimal("1"),
+    until: date | None = None,
+    status: str = Holding.Status.ACTIVE,
+    external_id: str | None = None,
+) -> Holding:
+    """Record a product the customer holds: how many units or seats, from when, until or renewing when."""
+    return _save_new(
+        Holding(customer=customer, product=product, quantity=quantity, since=since, until=until, status=status,
+                external_id=external_id or None)
+    )
+
+
+@transaction.atomic
+def usage_record(
+    *,
+    holding: Holding,
+    period_start: date,
+    period_end: date,
+    used: Decimal,
+    capacity: Decimal | None = None,
+    satisfaction: int | None = None,
+    nps: int | None = None,
+    note: str = "",
+    external_id: str | None = None,
+) -> Usage:
+    """Record how much of a holding was used in a period (against its capacity) and what the customer says of it."""
+    if period_start and holding.since and period_end and period_end < holding.since:
+        raise ValidationError({"period_end": f"The holding starts on {holding.since:%d %b %Y}; usage cannot end before."})
+    return _save_new(
+        Usage(holding=holding, period_start=period_start, period_end=period_end, used=used, capacity=capacity,
+              satisfaction=satisfaction, nps=nps, note=note, external_id=external_id or None)
+    )
 
 
 def purchase_amounts(

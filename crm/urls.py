@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from crm.views import manager, salesperson
+from crm.views import accounts, manager, salesperson
 
 app_name = "crm"
 
@@ -10,7 +10,18 @@ urlpatterns = [
     path("", salesperson.home, name="home"),
     path("my-day/", salesperson.my_day, name="my_day"),
     path("customers/", salesperson.account_list, name="account_list"),
+    path("customers/new/", accounts.account_create, name="account_create"),
+    path("customers/duplicates/", accounts.account_duplicates, name="account_duplicates"),
     path("customers/<int:pk>/", salesperson.account_detail, name="account_detail"),
+    path("customers/<int:pk>/summary/", accounts.account_summary, name="account_summary"),
+    path("customers/<int:pk>/edit/", accounts.account_edit, name="account_edit"),
+    path("customers/<int:pk>/reassign/", accounts.account_reassign, name="account_reassign"),
+    path("customers/<int:pk>/lost/", accounts.account_mark_lost, name="account_mark_lost"),
+    path("customers/<int:pk>/people/new/", accounts.person_create, name="person_create"),
+    path("people/<int:pk>/edit/", accounts.person_edit, name="person_edit"),
+    path("people/<int:pk>/remove/", accounts.person_remove, name="person_remove"),
+    path("customers/<int:pk>/holdings/new/", accounts.holding_create, name="holding_create"),
+    path("holdings/<int:pk>/usage/new/", accounts.usage_create, name="usage_create"),
     path("customers/<int:pk>/facets/", salesperson.account_facets, name="account_facets"),
     path("customers/<int:pk>/contacts/", salesperson.contact_create, name="contact_create"),
     path("customers/<int:pk>/events/", salesperson.event_create, name="event_create"),

@@ -246,9 +246,10 @@ class CustomerSerializer(ApiModelSerializer):
         model = Customer
         fields = [
             "id", "external_id", "name", "kind", "owner", "relationship_type", "lifecycle_stage", "acquired_on",
-            "lost_on", "industry", "city", "country", "email", "phone", "website", "notes", "created_at", "updated_at",
+            "lost_on", "lost_reason", "lost_note", "industry", "address", "city", "country", "email", "phone",
+            "website", "notes", "created_at", "updated_at",
         ]
-        read_only_fields = READ_ONLY
+        read_only_fields = [*READ_ONLY, "lost_reason", "lost_note"]
 
     def validate(self, attrs):
         if "owner" in attrs:
@@ -270,7 +271,7 @@ class PersonSerializer(CustomerChildSerializer):
         model = Person
         fields = [
             "id", "external_id", "customer", "customer_external_id", "first_name", "last_name", "job_title",
-            "dmu_role", "email", "phone", "is_active", "created_at", "updated_at",
+            "dmu_role", "email", "phone", "is_active", "is_primary", "created_at", "updated_at",
         ]
         read_only_fields = READ_ONLY
 

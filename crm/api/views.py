@@ -90,6 +90,9 @@ class PersonViewSet(SyncedViewSet):
     def perform_create_record(self, data):
         return services.person_add(**data)
 
+    def perform_update_record(self, instance, data):
+        return services.person_update(person=instance, data=data)[0]
+
 
 class ProductViewSet(SyncedViewSet):
     """The product catalogue (admins write)."""

@@ -169,7 +169,7 @@ def account_360(user, pk: int) -> dict[str, Any]:
             twelve = next_12m_field()
             value.value_12m = getattr(value, twelve) if twelve else None
     history = customer_value_history(customer)
-    people = list(customer.people.all())
+    people = list(customer.people.order_by("-is_primary", "last_name", "first_name", "id"))
     opportunities = list(
         customer.opportunities.filter(status__in=[Opportunity.Status.OPEN, Opportunity.Status.ACCEPTED])
         .select_related("product", "from_product", "status_changed_by")
@@ -264,6 +264,12 @@ def value_change(customer: Customer, run, value) -> ValueChange | None:
     if not drivers:
         drivers.append("Nothing in this customer's history changed; the value moved with time passing.")
     return change
+def current_value_of(customer: Customer):
+    """The customer's value in the current CLV run, or None."""
+    run = current_run()
+    if run is None:
+        return None
+    return clv_model("CustomerValue").objects.filter(run=run, customer=customer).first()
 
 
 def _field(row, name: str):
@@ -365,6 +371,9 @@ def holdings_with_usage(customer: Customer, *, periods: int = 6) -> list[Holding
     )
     for h in holdings:
         h.recent_usage = h.recent_usage[:periods]
+        for u in h.recent_usage:  # each period against its capacity, for the usage bars
+            u.capacity_held = u.capacity if u.capacity is not None else h.capacity
+            u.share = float(u.used / u.capacity_held) if u.capacity_held else None
         latest = h.recent_usage[0] if h.recent_usage else None
         h.latest_usage = latest
         cap = None

@@ -91,6 +91,10 @@ def account_detail(request, pk: int):
     context.update(_facets_context(customer, request))
     context["contact_form"] = ContactQuickForm(customer=customer)
     context["event_form"] = EventQuickForm()
+    if is_manager_or_admin(request.user):
+        from crm.forms import AccountReassignForm
+
+        context["reassign_form"] = AccountReassignForm(owners=services.assignable_owners(request.user))
     return render(request, "crm/account_detail.html", context)
 
 
@@ -179,12 +183,9 @@ def event_create(request, pk: int):
 
 
 def _add_service_errors(form, exc: ValidationError) -> None:
-    """Put a service's field errors beside the fields (or on top when the field is not on the form)."""
-    if hasattr(exc, "error_dict"):
-        for field, errors in exc.message_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
-        form.add_error(None, exc.messages)
+    from crm.views.accounts import add_service_errors
+
+    add_service_errors(form, exc)
 
 
 @login_required

@@ -84,3 +84,41 @@ def test_admin_giving_a_customer_to_another_owner_tells_the_previous_ones_feed(r
     customer.name = "Renamed"  # a change that moves nothing writes nothing
     model_admin.save_model(rf.post("/"), customer, SimpleNamespace(changed_data=["name"]), change=True)
     assert Tombstone.objects.count() == moved.count()
+
+
+def test_admin_shows_constraint_violations_in_words_beside_the_field(admin_client):
+    from datetime import date
+
+    usage = f.usage(period_start=date(2026, 1, 1), period_end=date(2026, 1, 31))
+    url = reverse("admin:crm_usage_change", args=[usage.pk])
+    response = admin_client.post(url, {"holding": usage.holding_id, "period_start": "2026-01-01",
+                                       "period_end": "2025-12-01", "used": "3", "nps": "12", "note": ""})
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "The NPS answer goes from 0 to 10." in html
+    assert "The end of the period must be on or after its start." in html
+    assert "is violated" not in html
+    assert "usage_nps_range" not in html
+
+
+def test_admin_refuses_two_primary_contacts_in_words(admin_client):
+    customer = f.customer(name="Acme")
+    f.person(customer=customer, last_name="First", is_primary=True)
+    other = f.person(customer=customer, last_name="Second")
+    url = reverse("admin:crm_person_change", args=[other.pk])
+    response = admin_client.post(url, {"customer": customer.pk, "last_name": "Second", "dmu_role": "user",
+                                       "is_primary": "on", "is_active": "on"})
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "This customer already has a primary contact." in html
+    other.refresh_from_db()
+    assert not other.is_primary
+
+
+def test_admin_refuses_dates_before_1900(admin_client):
+    customer = f.customer(name="Acme")
+    url = reverse("admin:crm_event_add")
+    response = admin_client.post(url, {"customer": customer.pk, "kind": "funding", "impact": "neutral",
+                                       "occurred_at_0": "1000-01-01", "occurred_at_1": "10:00:00"})
+    assert response.status_code == 200
+    assert "The event date must be between 1 Jan 1900 and now." in response.content.decode()
