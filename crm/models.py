@@ -543,10 +543,11 @@ class TaskQuerySet(VisibleQuerySet):
     """Tasks are seen through their customer, and by whoever they are assigned to."""
 
     def visible_to(self, user):
-        q = customer_visibility_q(user, self.customer_path)
-        if getattr(user, "is_authenticated", False) and user.is_active:
-            q |= Q(assigned_to=user)
-        return self.filter(q)
+        if not (getattr(user, "is_authenticated", False) and user.is_active):
+            return self.none()
+        if user.sees_everything:
+            return self.all()  # (an empty Q() OR-ed with another would narrow to that other)
+        return self.filter(customer_visibility_q(user, self.customer_path) | Q(assigned_to=user))
 
     def open(self):
         return self.filter(done_at__isnull=True)

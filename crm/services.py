@@ -667,6 +667,26 @@ def follow_up_sync(*, contacts: Iterable[Contact]) -> None:
             task.save(update_fields=[*changed, "updated_at"])
 
 
+@transaction.atomic
+def follow_up_tasks_backfill() -> int:
+    """Give every contact follow-up that has no task yet its task, in one INSERT ... SELECT
+    (the bulk paths, seed and imports, that write contacts without follow_up_sync). Returns the count."""
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO crm_task (customer_id, contact_id, assigned_to_id, created_by_id, title, notes, due_on,
+                                  done_at, outcome, created_at, updated_at, change_txid, change_seq)
+            SELECT c.customer_id, c.id, c.salesperson_id, c.salesperson_id, substr('Follow up: ' || c.subject, 1, 200),
+                   '', c.follow_up_on, c.follow_up_done_at, '', %s, %s, 0, 0
+            FROM crm_contact c
+            WHERE c.follow_up_on IS NOT NULL AND NOT EXISTS (SELECT 1 FROM crm_task t WHERE t.contact_id = c.id)
+            """,
+            [now, now],
+        )
+        return cursor.rowcount
+
+
 def _task_to_contact(task: Task) -> None:
     """A follow-up task changed (moved, done, reopened): the contact says the same."""
     if task.contact_id is None:
