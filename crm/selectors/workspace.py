@@ -192,14 +192,18 @@ def search(user: User, q: str, *, limit: int = SEARCH_LIMIT) -> SearchResults:
     if connection.vendor == "postgresql":
         from django.contrib.postgres.search import TrigramWordSimilarity
 
+        import crm.lookups  # noqa: F401  (registers ilike_contains)
+
         account_match = (
-            Q(name__trigram_word_similar=q) | Q(name__icontains=q) | Q(city__icontains=q)
-            | Q(email__icontains=q) | Q(website__icontains=q) | Q(external_id__icontains=q)
+            Q(name__trigram_word_similar=q) | Q(name__ilike_contains=q) | Q(city__ilike_contains=q)
+            | Q(email__ilike_contains=q) | Q(website__ilike_contains=q) | Q(external_id__ilike_contains=q)
         )
         accounts = accounts.filter(account_match).annotate(rank=TrigramWordSimilarity(q, "name"))
-        person_match = Q(full_name__trigram_word_similar=q) | Q(full_name__icontains=q) | Q(email__icontains=q)
+        person_match = (
+            Q(full_name__trigram_word_similar=q) | Q(full_name__ilike_contains=q) | Q(email__ilike_contains=q)
+        )
         if len(digits) >= 3:
-            person_match |= Q(phone__icontains=digits) | Q(phone__icontains=q)
+            person_match |= Q(phone__ilike_contains=q)
         people = people.filter(person_match).annotate(rank=TrigramWordSimilarity(q, "full_name"))
         accounts = accounts.order_by("-rank", "name", "id")
         people = people.order_by("-rank", "last_name", "id")
