@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "django.contrib.postgres",  # trigram search lookups (no-op on SQLite)
     "rest_framework",
     "django_filters",
     "drf_spectacular",

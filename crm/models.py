@@ -526,6 +526,12 @@ class Opportunity(SyncedModel):
         LOST = "lost", "Lost"
         EXPIRED = "expired", "Expired (no longer supported by the data)"
 
+    class DismissReason(models.TextChoices):
+        NOT_RELEVANT = "not_relevant", "Not relevant"
+        ALREADY_HAS = "already_has", "Already has it"
+        BAD_TIMING = "bad_timing", "Bad timing"
+        OTHER = "other", "Other"
+
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="opportunities")
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="opportunities")
     from_product = models.ForeignKey(
@@ -547,6 +553,11 @@ class Opportunity(SyncedModel):
         Purchase, null=True, blank=True, on_delete=models.SET_NULL, related_name="won_opportunities",
         help_text="The purchase that realised a won opportunity, once it arrives.",
     )
+    dismiss_reason = models.CharField(
+        max_length=20, choices=DismissReason.choices, blank=True,
+        help_text="Why the salesperson dismissed it (empty unless dismissed).",
+    )
+    dismiss_note = models.CharField(max_length=300, blank=True, help_text="The reason in their words (for “other”).")
 
     objects = VisibleQuerySet.as_manager()
 
@@ -567,10 +578,77 @@ class Opportunity(SyncedModel):
                 condition=Q(status__in=["open", "accepted", "dismissed", "won", "lost", "expired"]),
                 name="opportunity_status_valid",
             ),
+            models.CheckConstraint(
+                condition=Q(dismiss_reason__in=["", "not_relevant", "already_has", "bad_timing", "other"]),
+                name="opportunity_dismiss_reason_valid",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.product.sku} for {self.customer}"
+
+
+class TaskQuerySet(VisibleQuerySet):
+    """Tasks are seen through their customer, and by whoever they are assigned to."""
+
+    def visible_to(self, user):
+        if not (getattr(user, "is_authenticated", False) and user.is_active):
+            return self.none()
+        if user.sees_everything:
+            return self.all()  # (an empty Q() OR-ed with another would narrow to that other)
+        return self.filter(customer_visibility_q(user, self.customer_path) | Q(assigned_to=user))
+
+    def open(self):
+        return self.filter(done_at__isnull=True)
+
+
+class Task(SyncedModel):
+    """Something a salesperson must do on an account by a day: a standalone task
+    ("call Anna about the renewal") or the follow-up promised when a contact was logged.
+
+    A contact's follow-up is a task linked to the contact (`contact`); crm.services keeps the
+    two in step, so completing either completes both and there is one list to work from.
+    """
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="tasks")
+    contact = models.OneToOneField(
+        Contact, null=True, blank=True, on_delete=models.CASCADE, related_name="task",
+        help_text="The contact whose follow-up this is; empty for a standalone task.",
+    )
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks",
+        help_text="The salesperson who must do it.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    title = models.CharField(max_length=200)
+    notes = models.TextField(blank=True)
+    due_on = models.DateField()
+    due_time = models.TimeField(null=True, blank=True, help_text="Optional time of day.")
+    original_due_on = models.DateField(
+        null=True, blank=True, help_text="The first due date, once the task has been snoozed."
+    )
+    snoozed_at = models.DateTimeField(null=True, blank=True, help_text="When it was last snoozed.")
+    done_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=300, blank=True, help_text="What came of it, noted on completion.")
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["due_on", "due_time", "id"]
+        indexes = [
+            change_position_index(),
+            models.Index(fields=["assigned_to", "done_at", "due_on"], name="task_assignee_due_idx"),
+            models.Index(fields=["customer", "due_on"], name="task_customer_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({self.due_on:%Y-%m-%d})"
+
+    @property
+    def is_done(self) -> bool:
+        return self.done_at is not None
 
 
 class Tombstone(models.Model):

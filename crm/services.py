@@ -9,7 +9,7 @@ with field messages on bad input.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,10 +23,22 @@ from clv.summary import summary_apply, summary_apply_product
 from crm.bulk import bulk_insert, insert_instances
 from crm.conflicts import ConcurrentWrite
 from crm.dates import record_date_errors
-from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Tombstone, Usage
+from crm.models import (
+    Contact,
+    Customer,
+    Event,
+    Holding,
+    Opportunity,
+    Person,
+    Product,
+    Purchase,
+    Task,
+    Tombstone,
+    Usage,
+)
 from crm.sync import feed_touch
 
-SYNCED_CHILDREN = ("people", "purchases", "holdings", "contacts", "events", "opportunities")
+SYNCED_CHILDREN = ("people", "purchases", "holdings", "contacts", "tasks", "events", "opportunities")
 
 
 def _save_new(instance: models.Model) -> models.Model:
@@ -106,6 +118,10 @@ def record_update(*, instance: models.Model, data: dict[str, Any]) -> tuple[mode
     many_changed = _many_to_many_changed(instance, many)
     if (many_changed or people_dropped) and not changed:
         instance.save(update_fields=["updated_at"])  # the record changed: it moves in the change feed
+    if changed and isinstance(instance, Contact):
+        follow_up_sync(contacts=[instance])
+    elif changed and isinstance(instance, Task):
+        _task_to_contact(instance)
     return instance, bool(changed or many_changed or people_dropped)
 
 
@@ -241,6 +257,12 @@ def records_upsert(
         if result == "unchanged" and row in touched_by_many:
             results[index] = ("updated", row)
             model.objects.filter(pk=row.pk).update(updated_at=now)
+    if model is Contact:
+        follow_up_sync(contacts=[row for result, row in results if result != "unchanged"])
+    elif model is Task:
+        for result, row in results:
+            if result != "unchanged":
+                _task_to_contact(row)
     if model is Purchase:
         written = [row for result, row in results if result != "unchanged"]
         summary_apply(customer_ids={row.customer_id for row in written} | customers_before)
@@ -339,6 +361,9 @@ def record_delete(*, instance: models.Model, deleted_by: User | None = None) -> 
         )
 
     tombstones = [tombstone(instance._meta.label_lower, instance.pk, getattr(instance, "external_id", None))]
+    if isinstance(instance, Task) and instance.assigned_to_id not in (None, owner_id):
+        tombstones.append(Tombstone(model="crm.task", object_id=instance.pk, external_id=instance.external_id,
+                                    customer_id=customer_id, owner_id=instance.assigned_to_id, deleted_by=deleted_by))
     for rows in records_under(instance):
         tombstones += [tombstone(r._meta.label_lower, r.pk, r.external_id) for r in rows.only("pk", "external_id")]
     Tombstone.objects.bulk_create(tombstones)
@@ -354,6 +379,8 @@ def records_under(instance: models.Model) -> list[models.QuerySet]:
                 Usage.objects.filter(holding__customer=instance)]
     if isinstance(instance, Holding):
         return [instance.usage.all()]
+    if isinstance(instance, Contact):
+        return [Task.objects.filter(contact=instance)]
     return []
 
 
@@ -419,6 +446,11 @@ def record_moved(*, instance: models.Model, before: tuple[int | None, int | None
             now_customer_id=now_customer,
         )
 
+    if isinstance(instance, Customer) and previous_owner is not None:
+        # The account's open tasks of its previous owner go to the new one with it.
+        Task.objects.filter(customer=instance, assigned_to_id=previous_owner, done_at__isnull=True).update(
+            assigned_to_id=now_owner
+        )
     tombstones = [moved(instance._meta.label_lower, instance.pk, instance.external_id)]
     for rows in records_under(instance):
         tombstones += [moved(r._meta.label_lower, r.pk, r.external_id) for r in rows.only("pk", "external_id")]
@@ -733,11 +765,19 @@ def contact_log(
     )
     if people:
         contact.people.set(people)
+    if follow_up_on is not None:
+        follow_up_sync(contacts=[contact])
     return contact
 
 
 @transaction.atomic
-def contact_complete_follow_up(*, contact: Contact) -> Contact:
+def contact_complete_follow_up(*, contact: Contact, outcome: str = "") -> Contact:
+    """Mark the contact's follow-up done; its task is completed with it."""
+    task = Task.objects.filter(contact=contact).first()
+    if task is not None:
+        task_complete(task=task, outcome=outcome)
+        contact.refresh_from_db(fields=["follow_up_done_at", "updated_at"])
+        return contact
     contact.follow_up_done_at = timezone.now()
     contact.save(update_fields=["follow_up_done_at", "updated_at"])
     return contact
@@ -769,14 +809,288 @@ def event_record(
 
 
 @transaction.atomic
-def opportunity_set_status(*, opportunity: Opportunity, status: str, user: User | None) -> Opportunity:
-    """Record what a salesperson did with a suggestion (accepted, dismissed, won, lost)."""
+def opportunity_set_status(
+    *,
+    opportunity: Opportunity,
+    status: str,
+    user: User | None,
+    dismiss_reason: str = "",
+    dismiss_note: str = "",
+) -> Opportunity:
+    """Record what a salesperson did with a suggestion (accepted, dismissed, won, lost), or undo
+    it (back to open). A dismissal keeps its reason: one of the short list, "other" with words."""
     if status not in Opportunity.Status.values:
         raise ValidationError({"status": f"Unknown status {status!r}."})
     if status == Opportunity.Status.EXPIRED:
         raise ValidationError({"status": "Only the opportunity engine expires suggestions."})
+    dismiss_note = (dismiss_note or "").strip()
+    if status == Opportunity.Status.DISMISSED:
+        if dismiss_reason and dismiss_reason not in Opportunity.DismissReason.values:
+            raise ValidationError({"dismiss_reason": "Choose not relevant, already has it, bad timing or other."})
+        if dismiss_reason == Opportunity.DismissReason.OTHER and not dismiss_note:
+            raise ValidationError({"dismiss_note": "Say in a few words why it is dismissed."})
+        if len(dismiss_note) > 300:
+            raise ValidationError({"dismiss_note": "At most 300 characters."})
+    else:
+        dismiss_reason, dismiss_note = "", ""
     opportunity.status = status
     opportunity.status_changed_at = timezone.now()
     opportunity.status_changed_by = user
-    opportunity.save(update_fields=["status", "status_changed_at", "status_changed_by", "updated_at"])
+    opportunity.dismiss_reason = dismiss_reason
+    opportunity.dismiss_note = dismiss_note
+    opportunity.save(update_fields=["status", "status_changed_at", "status_changed_by", "dismiss_reason",
+                                    "dismiss_note", "updated_at"])
     return opportunity
+
+
+# --- tasks and follow-ups -----------------------------------------------------------------
+
+EARLIEST_DATE = date(1900, 1, 1)
+TASK_YEARS_AHEAD = 2
+
+
+def task_due_range(today: date | None = None) -> tuple[date, date]:
+    """The dates a task or follow-up may be due on: from 1 Jan 1900 to two years from today.
+
+    (One small rule for tasks; a shared date rule for every entered date replaces it when it lands.)
+    """
+    today = today or timezone.localdate()
+    try:
+        latest = today.replace(year=today.year + TASK_YEARS_AHEAD)
+    except ValueError:  # 29 February
+        latest = today.replace(year=today.year + TASK_YEARS_AHEAD, day=28)
+    return EARLIEST_DATE, latest
+
+
+def check_due_date(value: date | None, field: str = "due_on") -> None:
+    """Raise ValidationError({field: ...}) naming the allowed range when `value` is outside it."""
+    if value is None:
+        return
+    earliest, latest = task_due_range()
+    if not earliest <= value <= latest:
+        raise ValidationError(
+            {field: f"Give a date between {earliest:%-d %b %Y} and {latest:%-d %b %Y} (at most two years ahead)."}
+        )
+
+
+def _follow_up_title(contact: Contact) -> str:
+    return f"Follow up: {contact.subject}"[:200]
+
+
+@transaction.atomic
+def follow_up_sync(*, contacts: Iterable[Contact]) -> None:
+    """Keep each contact's follow-up task in step with the contact (one query for the lookup).
+
+    A follow-up date creates the task (assigned to the contact's salesperson) or moves it; a
+    done follow-up completes it and an undone one reopens it; no follow-up date removes it
+    (with a tombstone, so syncing clients drop it too).
+    """
+    contacts = [c for c in contacts if c.pk is not None]
+    if not contacts:
+        return
+    tasks = {t.contact_id: t for t in Task.objects.filter(contact__in=[c.pk for c in contacts])}
+    for contact in contacts:
+        task = tasks.get(contact.pk)
+        if contact.follow_up_on is None:
+            if task is not None:
+                record_delete(instance=task)
+            continue
+        check_due_date(contact.follow_up_on, "follow_up_on")
+        wanted = {
+            "customer_id": contact.customer_id,
+            "due_on": contact.follow_up_on,
+            "done_at": contact.follow_up_done_at,
+        }
+        if task is None:
+            _save_new(Task(
+                contact=contact, assigned_to_id=contact.salesperson_id,
+                created_by_id=contact.salesperson_id, title=_follow_up_title(contact), **wanted,
+            ))
+            continue
+        if task.done_at is not None and contact.follow_up_done_at is not None:
+            wanted.pop("done_at")  # both done: keep the task's own completion time
+        changed = [name for name, value in wanted.items() if getattr(task, name) != value]
+        if changed:
+            for name in changed:
+                setattr(task, name, wanted[name])
+            task.save(update_fields=[*changed, "updated_at"])
+
+
+@transaction.atomic
+def follow_up_tasks_backfill() -> int:
+    """Give every contact follow-up that has no task yet its task, in one INSERT ... SELECT
+    (the bulk paths, seed and imports, that write contacts without follow_up_sync). Returns the count."""
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO crm_task (customer_id, contact_id, assigned_to_id, created_by_id, title, notes, due_on,
+                                  done_at, outcome, created_at, updated_at, change_txid, change_seq)
+            SELECT c.customer_id, c.id, c.salesperson_id, c.salesperson_id, substr('Follow up: ' || c.subject, 1, 200),
+                   '', c.follow_up_on, c.follow_up_done_at, '', %s, %s, 0, 0
+            FROM crm_contact c
+            WHERE c.follow_up_on IS NOT NULL AND NOT EXISTS (SELECT 1 FROM crm_task t WHERE t.contact_id = c.id)
+            """,
+            [now, now],
+        )
+        return cursor.rowcount
+
+
+def _task_to_contact(task: Task) -> None:
+    """A follow-up task changed (moved, done, reopened): the contact says the same."""
+    if task.contact_id is None:
+        return
+    contact = Contact.objects.filter(pk=task.contact_id).first()
+    if contact is None:
+        return
+    wanted = {"follow_up_on": task.due_on, "follow_up_done_at": task.done_at}
+    if contact.follow_up_done_at is not None and task.done_at is not None:
+        wanted.pop("follow_up_done_at")
+    changed = [name for name, value in wanted.items() if getattr(contact, name) != value]
+    if changed:
+        for name in changed:
+            setattr(contact, name, wanted[name])
+        contact.save(update_fields=[*changed, "updated_at"])
+
+
+@transaction.atomic
+def task_create(
+    *,
+    customer: Customer,
+    title: str,
+    due_on: date,
+    assigned_to: User | None = None,
+    created_by: User | None = None,
+    due_time: time | None = None,
+    notes: str = "",
+    outcome: str = "",
+    done_at: datetime | None = None,
+    contact: Contact | None = None,
+    external_id: str | None = None,
+) -> Task:
+    """A standalone task on an account ("call Anna about the renewal"), due on a day."""
+    title = (title or "").strip()
+    if not title:
+        raise ValidationError({"title": "Say in a few words what is to be done."})
+    check_due_date(due_on)
+    if contact is not None and contact.customer_id != customer.pk:
+        raise ValidationError({"contact": "The contact must belong to this customer."})
+    task = _save_new(Task(
+        customer=customer, title=title, due_on=due_on, due_time=due_time, assigned_to=assigned_to,
+        created_by=created_by, notes=notes, outcome=outcome, done_at=done_at, contact=contact,
+        external_id=external_id or None,
+    ))
+    _task_to_contact(task)
+    return task
+
+
+@transaction.atomic
+def task_update(*, task: Task, data: dict[str, Any]) -> Task:
+    """Change a task's fields (the API's PUT/PATCH); its contact follows."""
+    if "due_on" in data:
+        check_due_date(data["due_on"])
+    if "title" in data:
+        data = {**data, "title": (data["title"] or "").strip()}
+        if not data["title"]:
+            raise ValidationError({"title": "Say in a few words what is to be done."})
+    return record_update(instance=task, data=data)[0]
+
+
+@transaction.atomic
+def task_complete(*, task: Task, outcome: str = "") -> Task:
+    """Mark the task done, with an optional note of what came of it; a follow-up's contact too."""
+    if len(outcome) > 300:
+        raise ValidationError({"outcome": "At most 300 characters."})
+    fields = ["updated_at"]
+    if task.done_at is None:
+        task.done_at = timezone.now()
+        fields.append("done_at")
+    if outcome.strip() and outcome.strip() != task.outcome:
+        task.outcome = outcome.strip()
+        fields.append("outcome")
+    if len(fields) > 1:
+        task.save(update_fields=fields)
+        _task_to_contact(task)
+    return task
+
+
+@transaction.atomic
+def task_reopen(*, task: Task) -> Task:
+    """Undo a completion."""
+    if task.done_at is not None:
+        task.done_at = None
+        task.save(update_fields=["done_at", "updated_at"])
+        _task_to_contact(task)
+    return task
+
+
+SNOOZE_CHOICES = {"tomorrow": 1, "next_week": 7}
+
+
+def snooze_target(choice: str, *, on: date | None = None, today: date | None = None) -> date:
+    """The day "tomorrow" or "next week" (a week from today) means; or the given date."""
+    today = today or timezone.localdate()
+    if choice in SNOOZE_CHOICES:
+        return today + timedelta(days=SNOOZE_CHOICES[choice])
+    if choice == "date" and on is not None:
+        return on
+    raise ValidationError({"until": "Choose tomorrow, next week or a date."})
+
+
+@transaction.atomic
+def task_snooze(*, task: Task, until: date) -> Task:
+    """Move an open task to a later day, keeping the day it was first due."""
+    if task.done_at is not None:
+        raise ValidationError({"until": "This task is done; reopen it to snooze it."})
+    today = timezone.localdate()
+    if until <= today and until <= task.due_on:
+        raise ValidationError({"until": "Snooze to a day after today."})
+    check_due_date(until, "until")
+    if until != task.due_on:
+        if task.original_due_on is None:
+            task.original_due_on = task.due_on
+        task.due_on = until
+        task.snoozed_at = timezone.now()
+        task.save(update_fields=["due_on", "original_due_on", "snoozed_at", "updated_at"])
+        _task_to_contact(task)
+    return task
+
+
+def can_assign_task(by: User, assignee: User) -> bool:
+    """Admins assign to anyone; managers to themselves and the salespeople of the teams they manage."""
+    if not assignee.is_active:
+        return False
+    if by.sees_everything:
+        return True
+    if by.is_manager:
+        return assignee.pk == by.pk or (assignee.team_id is not None and assignee.team.manager_id == by.pk)
+    return False
+
+
+@transaction.atomic
+def task_reassign(*, task: Task, assignee: User, by: User) -> Task:
+    """A manager gives a task to another salesperson of their team (admins: to anyone).
+
+    The previous assignee, if they cannot see the task's customer, learns in their change
+    feed that it left their view.
+    """
+    if not (by.sees_everything or by.is_manager):
+        raise ValidationError({"assigned_to": "Only managers and admins reassign tasks."})
+    if not can_assign_task(by, assignee):
+        raise ValidationError({"assigned_to": "Choose yourself or a salesperson of a team you manage."})
+    previous = task.assigned_to_id
+    if previous == assignee.pk:
+        return task
+    task.assigned_to = assignee
+    task.save(update_fields=["assigned_to", "updated_at"])
+    customer_id, owner_id = customer_and_owner(task)
+    if previous is not None and previous != owner_id:
+        from accounts.selectors import visible_customers
+
+        previous_user = User.objects.filter(pk=previous).first()
+        if previous_user is not None and not visible_customers(previous_user).filter(pk=customer_id).exists():
+            Tombstone.objects.create(
+                model="crm.task", object_id=task.pk, external_id=task.external_id, customer_id=customer_id,
+                owner_id=previous, reason=Tombstone.Reason.MOVED, now_customer_id=customer_id, deleted_by=by,
+            )
+    return task

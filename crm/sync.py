@@ -42,6 +42,7 @@ from crm.models import (
     Purchase,
     SyncHorizon,
     SyncReset,
+    Task,
     Tombstone,
     Usage,
 )
@@ -55,6 +56,7 @@ FEED_TYPES: dict[str, type[models.Model]] = {
     "holdings": Holding,
     "usage": Usage,
     "contacts": Contact,
+    "tasks": Task,
     "events": Event,
     "opportunities": Opportunity,
 }
@@ -273,7 +275,13 @@ def sync_log_prune(*, tombstone_days: int, idempotency_hours: int = 24) -> dict[
 SYNCED_TABLES = [model._meta.db_table for model in FEED_TYPES.values()]
 
 
-def _pg_sql() -> list[str]:
+def _existing(conn, tables):
+    """The tables of `tables` that exist yet (an early migration runs before later tables are made)."""
+    present = set(conn.introspection.table_names())
+    return [t for t in tables if t in present]
+
+
+def _pg_sql(tables: list[str]) -> list[str]:
     statements = [
         "CREATE SEQUENCE IF NOT EXISTS crm_change_seq",
         """
@@ -289,7 +297,9 @@ def _pg_sql() -> list[str]:
         END $$
         """,
     ]
-    for table in SYNCED_TABLES:
+    for table in tables:
+        if table == "crm_tombstone":
+            continue
         statements.append(
             f"CREATE OR REPLACE TRIGGER {table}_change BEFORE INSERT OR UPDATE ON {table} "
             "FOR EACH ROW EXECUTE FUNCTION crm_mark_change()"
@@ -301,16 +311,18 @@ def _pg_sql() -> list[str]:
     return statements
 
 
-def _sqlite_sql() -> list[str]:
+def _sqlite_sql(tables: list[str]) -> list[str]:
     statements = [
         "CREATE TABLE IF NOT EXISTS crm_change_counter (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)",
         "INSERT OR IGNORE INTO crm_change_counter (id, value) VALUES (1, 0)",
     ]
     bump = "UPDATE crm_change_counter SET value = value + 1 WHERE id = 1;"
     seq = "(SELECT value FROM crm_change_counter WHERE id = 1)"
-    tables = {model._meta.db_table: model for model in FEED_TYPES.values()}
-    tables["crm_tombstone"] = Tombstone
-    for table, model in tables.items():
+    by_table = {model._meta.db_table: model for model in FEED_TYPES.values()}
+    by_table["crm_tombstone"] = Tombstone
+    for table, model in by_table.items():
+        if table not in tables:
+            continue
         statements.append(f"DROP TRIGGER IF EXISTS {table}_change_ins")
         statements.append(f"DROP TRIGGER IF EXISTS {table}_change_upd")
         statements.append(
@@ -334,7 +346,7 @@ def _sqlite_sql() -> list[str]:
 def backfill_positions(conn=None) -> None:
     """Give rows written before the triggers existed a place in the feed (inserts, in id order)."""
     conn = conn or connection
-    tables = [*SYNCED_TABLES, "crm_tombstone"]
+    tables = _existing(conn, [*SYNCED_TABLES, "crm_tombstone"])
     with conn.cursor() as cursor:
         if conn.vendor == "postgresql":
             cursor.execute("CREATE SEQUENCE IF NOT EXISTS crm_change_seq")
@@ -359,7 +371,8 @@ def backfill_positions(conn=None) -> None:
 def install_change_triggers(conn=None) -> None:
     """Create (or re-create) the feed's sequence and triggers; safe to run again."""
     conn = conn or connection
-    statements = _pg_sql() if conn.vendor == "postgresql" else _sqlite_sql()
+    tables = _existing(conn, [*SYNCED_TABLES, "crm_tombstone"])
+    statements = _pg_sql(tables) if conn.vendor == "postgresql" else _sqlite_sql(tables)
     with conn.cursor() as cursor:
         for sql in statements:
             cursor.execute(sql)
@@ -367,7 +380,7 @@ def install_change_triggers(conn=None) -> None:
 
 def uninstall_change_triggers(conn=None) -> None:
     conn = conn or connection
-    tables = [*SYNCED_TABLES, "crm_tombstone"]
+    tables = _existing(conn, [*SYNCED_TABLES, "crm_tombstone"])
     with conn.cursor() as cursor:
         for table in tables:
             if conn.vendor == "postgresql":

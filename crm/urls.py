@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from crm.views import accounts, manager, salesperson
+from crm.views import accounts, manager, salesperson, workspace
 
 app_name = "crm"
 
@@ -27,6 +27,15 @@ urlpatterns = [
     path("customers/<int:pk>/events/", salesperson.event_create, name="event_create"),
     path("opportunities/<int:pk>/status/", salesperson.opportunity_status, name="opportunity_status"),
     path("follow-ups/<int:pk>/done/", salesperson.follow_up_done, name="follow_up_done"),
+    path("tasks/", workspace.task_list, name="task_list"),
+    path("tasks/new/", workspace.task_create, name="task_create"),
+    path("tasks/<int:pk>/complete/", workspace.task_complete, name="task_complete"),
+    path("tasks/<int:pk>/reopen/", workspace.task_reopen, name="task_reopen"),
+    path("tasks/<int:pk>/snooze/", workspace.task_snooze, name="task_snooze"),
+    path("tasks/<int:pk>/reassign/", workspace.task_reassign, name="task_reassign"),
+    path("search/", workspace.search, name="search"),
+    path("opportunities/", workspace.opportunity_list, name="opportunity_list"),
+    path("opportunities/<int:pk>/act/", workspace.opportunity_act, name="opportunity_act"),
     path("dashboard/", manager.dashboard, name="dashboard"),
     path("dashboard/movers/", manager.dashboard_movers, name="dashboard_movers"),
     path("analytics/", manager.analytics, name="analytics"),

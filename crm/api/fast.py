@@ -61,6 +61,10 @@ def plan_for(serializer_class) -> tuple[tuple[str, str, Callable], ...] | None:
             plan.append((name, key, _datetime))
         elif isinstance(field, serializers.DateField):
             plan.append((name, key, _date))
+        elif isinstance(field, serializers.TimeField):
+            if getattr(field, "format", api_settings.TIME_FORMAT) != "iso-8601":
+                return None
+            plan.append((name, key, _date))
         elif isinstance(field, serializers.DecimalField):
             if not getattr(field, "coerce_to_string", api_settings.COERCE_DECIMAL_TO_STRING) or getattr(
                 field, "normalize_output", False

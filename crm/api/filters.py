@@ -14,7 +14,7 @@ from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
 
 from clv.models import ClvRun, CustomerValue
-from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
+from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Task, Usage
 
 
 class IdFilter(filters.Filter):
@@ -165,6 +165,17 @@ class ContactFilter(CustomerChildFilter):
         fields = ["customer", "salesperson", "channel", "direction"]
 
 
+class TaskFilter(CustomerChildFilter):
+    due_after = filters.DateFilter(field_name="due_on", lookup_expr="gte")
+    due_before = filters.DateFilter(field_name="due_on", lookup_expr="lte")
+    done = filters.BooleanFilter(field_name="done_at", lookup_expr="isnull", exclude=True,
+                                 help_text="true: completed tasks; false: open ones.")
+
+    class Meta(IdFilters):
+        model = Task
+        fields = ["customer", "contact", "assigned_to"]
+
+
 class EventFilter(CustomerChildFilter):
     occurred_after = DateTimeFilter(field_name="occurred_at", lookup_expr="gte")
     occurred_before = DateTimeFilter(field_name="occurred_at", lookup_expr="lt")
@@ -177,7 +188,7 @@ class EventFilter(CustomerChildFilter):
 class OpportunityFilter(CustomerChildFilter):
     class Meta(IdFilters):
         model = Opportunity
-        fields = ["customer", "product", "kind", "status"]
+        fields = ["customer", "product", "kind", "status", "dismiss_reason"]
 
 
 class CustomerValueFilter(filters.FilterSet):

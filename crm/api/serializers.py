@@ -22,8 +22,8 @@ from rest_framework.fields import empty
 
 from accounts.models import User
 from clv.models import ClvRun, CustomerValue
-from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
-from crm.services import purchase_amounts
+from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Task, Usage
+from crm.services import check_due_date, purchase_amounts
 
 BIGINT_MAX = 2**63 - 1
 
@@ -408,6 +408,48 @@ class ContactSerializer(CustomerChildSerializer):
         return attrs
 
 
+class TaskSerializer(CustomerChildSerializer):
+    """A task on an account; a contact's follow-up is a task linked to that contact."""
+
+    contact = RefField(Contact, required=False, allow_null=True,
+                       help_text="The contact whose follow-up this is (id or external_id); empty for a standalone task.")
+    assigned_to = OwnerField(required=False, allow_null=True, help_text="Defaults to the caller.")
+    created_by = serializers.IntegerField(source="created_by_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Task
+        fields = [
+            "id", "external_id", "customer", "customer_external_id", "contact", "title", "notes", "due_on",
+            "due_time", "assigned_to", "created_by", "original_due_on", "snoozed_at", "done_at", "outcome",
+            "created_at", "updated_at",
+        ]
+        read_only_fields = [*READ_ONLY, "original_due_on", "snoozed_at"]
+
+    def validate_due_on(self, value):
+        try:
+            check_due_date(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict["due_on"]) from None
+        return value
+
+    def validate_title(self, value):
+        if not value.strip():
+            raise serializers.ValidationError("Say in a few words what is to be done.")
+        return value.strip()
+
+    def validate(self, attrs):
+        if "assigned_to" in attrs:
+            if self.instance is None or attrs["assigned_to"] != self.instance.assigned_to:
+                check_assignable(self.user, attrs["assigned_to"], "assigned_to", none_ok=True)
+        elif self.instance is None and self.user is not None:
+            attrs["assigned_to"] = self.user
+        customer = attrs.get("customer", getattr(self.instance, "customer", None))
+        contact = attrs.get("contact", getattr(self.instance, "contact", None))
+        if contact is not None and customer is not None and contact.customer_id != customer.pk:
+            raise serializers.ValidationError({"contact": ["The contact must belong to this customer."]})
+        return attrs
+
+
 class EventSerializer(CustomerChildSerializer):
     recorded_by = serializers.IntegerField(source="recorded_by_id", read_only=True, allow_null=True)
 
@@ -436,9 +478,9 @@ class OpportunitySerializer(ApiModelSerializer):
         fields = [
             "id", "external_id", "customer", "customer_external_id", "product", "from_product", "kind", "score",
             "expected_value", "evidence", "evidence_data", "status", "generated_at", "status_changed_at",
-            "status_changed_by", "won_purchase", "created_at", "updated_at",
+            "status_changed_by", "won_purchase", "dismiss_reason", "dismiss_note", "created_at", "updated_at",
         ]
-        read_only_fields = [f for f in fields if f != "status"]
+        read_only_fields = [f for f in fields if f not in ("status", "dismiss_reason", "dismiss_note")]
 
 
 class ClvRunSerializer(serializers.ModelSerializer):

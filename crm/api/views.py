@@ -28,12 +28,13 @@ from crm.api.filters import (
     PersonFilter,
     ProductFilter,
     PurchaseFilter,
+    TaskFilter,
     UsageFilter,
 )
 from crm.api.problems import Conflict, Gone, NotOnThisDatabase
 from crm.api.throttling import ApiThrottle, LoginThrottle, LoginUsernameThrottle
 from crm.api.viewsets import LOOKUP, SyncedViewSet
-from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
+from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Task, Usage
 
 
 class CatalogueWrites(permissions.BasePermission):
@@ -152,6 +153,22 @@ class ContactViewSet(SyncedViewSet):
         return services.contact_log(**data)
 
 
+class TaskViewSet(SyncedViewSet):
+    """Tasks and contact follow-ups: what a salesperson must do on an account, by a day."""
+
+    model = Task
+    serializer_class = s.TaskSerializer
+    filterset_class = TaskFilter
+    select_related = ("customer",)
+    ordering_fields = ["id", "updated_at", "created_at", "due_on"]
+
+    def perform_create_record(self, data):
+        return services.task_create(**data, created_by=self.request.user)
+
+    def perform_update_record(self, instance, data):
+        return services.task_update(task=instance, data=data)
+
+
 class EventViewSet(SyncedViewSet):
     """What happens in the customer's life or business."""
 
@@ -176,8 +193,13 @@ class OpportunityViewSet(SyncedViewSet):
     http_method_names = ["get", "patch", "head", "options"]
 
     def perform_update_record(self, instance, data):
-        if "status" in data and data["status"] != instance.status:
-            return services.opportunity_set_status(opportunity=instance, status=data["status"], user=self.request.user)
+        status = data.get("status", instance.status)
+        reason = data.get("dismiss_reason", instance.dismiss_reason)
+        note = data.get("dismiss_note", instance.dismiss_note)
+        if (status, reason, note) != (instance.status, instance.dismiss_reason, instance.dismiss_note):
+            return services.opportunity_set_status(
+                opportunity=instance, status=status, user=self.request.user, dismiss_reason=reason, dismiss_note=note
+            )
         return instance
 
 
@@ -279,6 +301,7 @@ FEED_SERIALIZERS = {
     "holdings": (s.HoldingSerializer, ("customer",)),
     "usage": (s.UsageSerializer, ()),
     "contacts": (s.ContactSerializer, ("customer",)),
+    "tasks": (s.TaskSerializer, ("customer",)),
     "events": (s.EventSerializer, ("customer",)),
     "opportunities": (s.OpportunitySerializer, ("customer",)),
 }

@@ -22,7 +22,7 @@ from accounts.models import Team, User
 from clv.engine.simulate import simulate_transactions
 from clv.models import PurchaseDay, PurchaseSummary
 from crm.bulk import bulk_insert, refresh_statistics
-from crm.models import Contact, Customer, Event, Holding, Person, Product, Purchase, Usage
+from crm.models import Contact, Customer, Event, Holding, Person, Product, Purchase, Task, Usage
 
 DEMO_PASSWORD = "demo-pass-2026"
 HISTORY_DAYS = 3 * 365
@@ -120,7 +120,7 @@ def seed_demo(
         catalogue = _catalogue(products)
         step("products", len(catalogue))
         truth = _customers_and_facets(customers, rng, reps, catalogue, as_of, step)
-    refresh_statistics(Customer, Person, Holding, Usage, Purchase, Event, Contact, PurchaseDay, PurchaseSummary)
+    refresh_statistics(Customer, Person, Holding, Usage, Purchase, Event, Contact, Task, PurchaseDay, PurchaseSummary)
     truth.update(
         seed=seed, customers=customers, as_of=as_of.isoformat(), time_unit="days", bgnbd=dict(BGNBD),
         gamma_gamma=dict(GAMMA_GAMMA), products=len(catalogue),
@@ -377,6 +377,9 @@ def _customers_and_facets(n, rng, reps, catalogue, as_of, step) -> dict:
                   "Check-in" if not inbound[k] else "Customer request", "", "", *follow_up(k), now, now)
                  for k, c in enumerate(c_cust)))
     step("contacts", int(c_cust.size))
+    from crm.services import follow_up_tasks_backfill
+
+    step("follow-up tasks", follow_up_tasks_backfill())
 
     open_follow_ups = sum(1 for k in np.nonzero(follow)[0] if int(c_day[k]) + FOLLOW_UP_DAYS >= today - FOLLOW_UP_KEPT_DAYS)
     return {"near_capacity": near_capacity, "lost_customers": int(lost.sum()), "purchase_lines": int(lines),

@@ -398,15 +398,11 @@ def facet_rows(customer: Customer, facet: str, *, limit: int = 100) -> list:
 
 
 def my_day(user) -> dict[str, Any]:
-    """Follow-ups due, valuable customers at risk, top open opportunities and recent events."""
-    today = timezone.localdate()
-    # The follow-ups the user promised (contact_followup_idx: salesperson, follow_up_on).
-    follow_ups = list(
-        Contact.objects.visible_to(user)
-        .filter(salesperson=user, follow_up_on__lte=today, follow_up_done_at__isnull=True)
-        .select_related("customer")
-        .order_by("follow_up_on", "id")[:25]
-    )
+    """Tasks and follow-ups (overdue, today, next 7 days), valuable customers at risk, top open
+    opportunities and recent events."""
+    from crm.selectors.workspace import my_day_tasks
+
+    tasks = my_day_tasks(user)
     run = current_run()
     at_risk: list[Customer] = []
     if run is not None:
@@ -438,8 +434,7 @@ def my_day(user) -> dict[str, Any]:
     )
     has_accounts = Customer.objects.visible_to(user).filter(owner=user).exists()
     return {
-        "today": today,
-        "follow_ups": follow_ups,
+        **tasks,
         "at_risk": at_risk,
         "opportunities": opportunities,
         "events": events,

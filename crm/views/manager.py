@@ -53,6 +53,9 @@ def dashboard(request):
         return _export_csv(export, context)
     context["form"] = form
     context["charts"] = _chart_data(context)
+    from crm.selectors.workspace import team_overdue
+
+    context["team_overdue"] = team_overdue(request.user)
     return render(request, "crm/dashboard.html", context)
 
 

@@ -33,7 +33,12 @@ def home(request):
 @login_required
 @require_GET
 def my_day(request):
-    return render(request, "crm/my_day.html", pages.my_day(request.user))
+    context = pages.my_day(request.user)
+    if is_manager_or_admin(request.user):
+        from crm.selectors.workspace import team_members
+
+        context["reassign_to"] = list(team_members(request.user))
+    return render(request, "crm/my_day.html", context)
 
 
 @login_required
@@ -214,6 +219,7 @@ def opportunity_status(request, pk: int):
 @login_required
 @require_POST
 def follow_up_done(request, pk: int):
+    """A contact's follow-up done (completes its task too)."""
     contact = get_object_or_404(Contact.objects.visible_to(request.user).select_related("customer"), pk=pk)
     services.contact_complete_follow_up(contact=contact)
     if request.htmx:

@@ -22,3 +22,22 @@
     if (box) box.hidden = true;
   });
 })();
+
+/* "/" focuses the global search box (unless typing in a field); Escape closes its suggestions. */
+(function () {
+  "use strict";
+  document.addEventListener("keydown", function (event) {
+    var box = document.getElementById("global-search");
+    if (!box) return;
+    var target = event.target;
+    var typing = target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName));
+    if (event.key === "/" && !typing && !event.ctrlKey && !event.metaKey && !event.altKey) {
+      event.preventDefault();
+      box.focus();
+      box.select();
+    } else if (event.key === "Escape" && target === box) {
+      var list = document.getElementById("search-suggest");
+      if (list) list.innerHTML = "";
+    }
+  });
+})();

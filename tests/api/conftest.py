@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import time
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -40,5 +42,7 @@ def book(sales_org):
             "contact": f.contact(customer=customer, external_id=f"CO-{name}"),
             "event": f.event(customer=customer, external_id=f"E-{name}"),
             "opportunity": f.opportunity(customer=customer, product=product, external_id=f"O-{name}"),
+            "task": f.task(customer=customer, external_id=f"T-{name}", assigned_to=sales_org[owner],
+                           due_time=time(9, 30)),
         }
     return rows

@@ -49,7 +49,7 @@ def test_salesperson_logs_contact_and_accepts_opportunity(page, book, screenshot
     assert page.get_by_role("heading", name="My day").is_visible()
     screenshot(page, "my-day")
     page.get_by_role("link", name="My accounts").first.click()
-    page.get_by_role("searchbox", name="Search").fill("Acme")
+    page.get_by_role("searchbox", name="Search", exact=True).fill("Acme")
     expect(page.locator("#account-results h2")).to_have_text("1 account")
     screenshot(page, "my-accounts")
     page.get_by_role("link", name="Acme Tools").click()

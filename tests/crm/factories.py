@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from clv.summary import summary_apply
-from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
+from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Task, Usage
 
 _seq = itertools.count(1)
 
@@ -64,7 +64,19 @@ def contact(**kw) -> Contact:
     kw.setdefault("channel", Contact.Channel.CALL)
     kw.setdefault("subject", "Check-in")
     kw.setdefault("occurred_at", datetime(2026, 2, 1, 9, 0, tzinfo=UTC))
-    return Contact.objects.create(**kw)
+    made = Contact.objects.create(**kw)
+    if made.follow_up_on is not None:  # as crm.services does: the follow-up is a task
+        from crm.services import follow_up_sync
+
+        follow_up_sync(contacts=[made])
+    return made
+
+
+def task(**kw) -> Task:
+    kw.setdefault("customer", kw.get("customer") or customer())
+    kw.setdefault("title", "Call about the renewal")
+    kw.setdefault("due_on", date.today())
+    return Task.objects.create(**kw)
 
 
 def event(**kw) -> Event:

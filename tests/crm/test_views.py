@@ -389,6 +389,7 @@ def test_my_day_lists_due_and_overdue_follow_ups_and_marks_done(client, rep, acc
     due = f.contact(customer=account, subject="Send pricing", salesperson=rep, follow_up_on=today)
     f.contact(customer=account, subject="Overdue thing", salesperson=rep, follow_up_on=today - timedelta(days=3))
     f.contact(customer=account, subject="Next week thing", salesperson=rep, follow_up_on=today + timedelta(days=7))
+    f.contact(customer=account, subject="Later thing", salesperson=rep, follow_up_on=today + timedelta(days=8))
     f.contact(customer=account, subject="Someone else's promise", follow_up_on=today,
               salesperson=rep.team.manager)
     f.event(customer=account, kind=Event.Kind.COMPLAINT, occurred_at=timezone.now() - timedelta(days=2))
@@ -397,7 +398,8 @@ def test_my_day_lists_due_and_overdue_follow_ups_and_marks_done(client, rep, acc
     html = client.get(reverse("crm:my_day")).content.decode()
     assert "Send pricing" in html
     assert "Overdue thing" in html
-    assert "Next week thing" not in html
+    assert "Next week thing" in html  # in "Next 7 days"
+    assert "Later thing" not in html
     assert "Someone else" not in html
     assert "Overdue since" in html
     assert "Complaint" in html
@@ -413,7 +415,7 @@ def test_my_day_lists_due_and_overdue_follow_ups_and_marks_done(client, rep, acc
 def test_my_day_empty_states(client, rep):
     html = login(client, rep).get(reverse("crm:my_day")).content.decode()
     assert "You have no accounts yet" in html
-    assert "No follow-ups due" in html
+    assert "Nothing due today." in html
 
 
 def test_my_day_query_count_is_bounded(client, rep, django_assert_max_num_queries):

@@ -1,0 +1,107 @@
+"""Global search: what it finds, that it never returns what the user may not see, typo tolerance
+on PostgreSQL, the suggestions and the results page, bounded queries."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from crm.selectors.workspace import search
+from tests.crm import factories as f
+
+pytestmark = pytest.mark.django_db
+HTMX_SUGGEST = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "search-suggest"}
+
+
+@pytest.fixture
+def book(sales_org):
+    rep, rep2, south = sales_org["north_rep1"], sales_org["north_rep2"], sales_org["south_rep1"]
+    acme = f.customer(name="Acme Tools", owner=rep, city="Leeds", email="info@acmetools.example",
+                      website="https://www.acmetools.example", external_id="ERP-1001")
+    f.person(customer=acme, first_name="Ada", last_name="Lovelace", email="ada@acmetools.example",
+             phone="+44 113 496 0000")
+    rival = f.customer(name="Acme Rival", owner=rep2, city="York")
+    f.person(customer=rival, first_name="Ada", last_name="Lovelock", email="ada@rival.example")
+    south_co = f.customer(name="Southern Acme", owner=south)
+    f.person(customer=south_co, first_name="Sam", last_name="Hidden", phone="+44 20 7946 0999")
+    return {"acme": acme, "rival": rival, "south": south_co, **sales_org}
+
+
+@pytest.mark.parametrize(
+    "q", ["acme", "Leeds", "ERP-1001", "acmetools.example", "info@acme"],
+)
+def test_accounts_found_by_name_city_external_id_email_and_domain(book, q):
+    results = search(book["north_rep1"], q)
+    assert [c.name for c in results.accounts] == ["Acme Tools"]
+
+
+@pytest.mark.parametrize("q", ["Ada Lovelace", "lovelace", "ada@acmetools", "496 0000"])
+def test_people_found_by_name_email_and_phone(book, q):
+    results = search(book["north_rep1"], q)
+    assert [(str(p), p.customer_id) for p in results.people] == [("Ada Lovelace", book["acme"].pk)]
+
+
+def test_search_never_returns_what_the_user_may_not_see(book):
+    rep = book["north_rep1"]
+    for q in ("acme", "ada", "Lovelock", "Hidden", "Southern", "7946", "York", "rival.example"):
+        results = search(rep, q)
+        seen = {c.owner_id for c in results.accounts} | {p.customer.owner_id for p in results.people}
+        assert seen <= {rep.pk}, q
+    manager = book["north_manager"]
+    names = {c.name for c in search(manager, "acme").accounts}
+    assert names == {"Acme Tools", "Acme Rival"}
+    assert {c.name for c in search(book["admin"], "acme").accounts} == {"Acme Tools", "Acme Rival", "Southern Acme"}
+    assert search(book["south_manager"], "lovelace").empty
+
+
+def test_pages_never_show_what_the_user_may_not_see(client, book):
+    client.force_login(book["north_rep1"])
+    for url_kwargs in ({}, HTMX_SUGGEST):
+        html = client.get(reverse("crm:search"), {"q": "acme"}, **url_kwargs).content.decode()
+        assert "Acme Tools" in html
+        assert "Acme Rival" not in html
+        assert "Southern Acme" not in html
+
+
+@pytest.mark.postgres
+def test_a_typo_still_finds_the_name_on_postgresql(book):
+    rep = book["north_rep1"]
+    assert [str(p) for p in search(rep, "Ada Lovelase").people] == ["Ada Lovelace"]
+    assert [c.name for c in search(rep, "Acme Tols").accounts] == ["Acme Tools"]
+
+
+def test_short_empty_and_odd_queries_answer_without_error(client, book):
+    client.force_login(book["north_rep1"])
+    for q in ("", "a", "%", "_", "\x00acme", "x" * 500, "' OR 1=1 --"):
+        response = client.get(reverse("crm:search"), {"q": q})
+        assert response.status_code == 200
+        response = client.get(reverse("crm:search"), {"q": q}, **HTMX_SUGGEST)
+        assert response.status_code == 200
+    assert "Type at least two characters." in client.get(reverse("crm:search"), {"q": "a"}).content.decode()
+
+
+def test_suggestions_link_to_the_account_and_to_all_results(client, book):
+    client.force_login(book["north_rep1"])
+    html = client.get(reverse("crm:search"), {"q": "lovelace"}, **HTMX_SUGGEST).content.decode()
+    assert reverse("crm:account_detail", args=[book["acme"].pk]) in html
+    assert "All results for" in html
+    assert "<html" not in html  # a fragment, not a page
+
+
+def test_every_page_has_the_header_search_form(client, book):
+    client.force_login(book["north_rep1"])
+    for name in ("crm:my_day", "crm:account_list", "crm:task_list", "crm:opportunity_list"):
+        html = client.get(reverse(name)).content.decode()
+        assert 'role="search" aria-label="Search"' in html, name
+        assert 'id="global-search"' in html, name
+
+
+def test_search_queries_are_bounded(client, book, django_assert_max_num_queries):
+    for i in range(30):
+        c = f.customer(name=f"Acme {i}", owner=book["north_rep1"])
+        f.person(customer=c, first_name="Acme", last_name=f"Person {i}")
+    client.force_login(book["north_rep1"])
+    with django_assert_max_num_queries(5):
+        assert client.get(reverse("crm:search"), {"q": "acme"}).status_code == 200
+    with django_assert_max_num_queries(5):
+        assert client.get(reverse("crm:search"), {"q": "acme"}, **HTMX_SUGGEST).status_code == 200
