@@ -11,6 +11,7 @@ from django.utils.cache import patch_vary_headers
 from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
+from clv import renewals
 from crm import services
 from crm.forms import AccountFilterForm, ContactQuickForm, EventQuickForm, OpportunityStatusForm
 from crm.models import Contact, Customer, Opportunity
@@ -33,7 +34,9 @@ def home(request):
 @login_required
 @require_GET
 def my_day(request):
-    return render(request, "crm/my_day.html", pages.my_day(request.user))
+    context = pages.my_day(request.user)
+    context.update(renewals.renewals_card(request.user, owner_ids=[request.user.pk]))
+    return render(request, "crm/my_day.html", context)
 
 
 @login_required
