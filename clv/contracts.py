@@ -154,7 +154,7 @@ def contract_phase(*, run: ClvRun, annual_discount_rate: float, default_margin: 
         "rule": (f"one fit per product family and renewal period with at least {MIN_SEGMENT_CONTRACTS} contracts "
                  f"and {MIN_SEGMENT_CANCELLED} cancellations; smaller families share the pooled fit of their "
                  f"renewal period (at least {MIN_POOL_CONTRACTS} contracts and {MIN_POOL_CANCELLED} cancellation)"),
-        "model_choice": engine.choose_model.__doc__.splitlines()[0],
+        "model_choice": engine.MODEL_CHOICE_RULE,
         "contracts": contracts.size, "cancelled": int(contracts.ended.sum()),
         "segments": [], "holdings_valued": 0, "holdings_not_valued": 0, "contract_value_total": 0.0,
     }

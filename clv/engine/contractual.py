@@ -39,7 +39,10 @@ from scipy.stats import chi2
 
 CONTRACT_MODELS = ("sbg", "bdw")
 LR_TEST_LEVEL = 0.05
-LOG_BOUND = 12.0  # bounds on log-parameters: exp(+-12) spans any plausible retention process
+MODEL_CHOICE_RULE = (f"both sBG and BdW fitted; BdW when a likelihood-ratio test of c = 1 rejects at the "
+                     f"{LR_TEST_LEVEL:.0%} level and its fit converged, else sBG")
+LOG_BOUND = 12.0  # bounds on log alpha and beta: exp(+-12) spans any plausible retention process
+LOG_C_BOUND = 3.0  # c from 0.05 to 20: far beyond the duration dependence reported for real retention data
 DERL_TAIL = 1e-12  # discounted terms below this (relative) are dropped
 MAX_SUM_PERIODS = 5000  # hard cap on the periods summed for DERL (about 416 years of months)
 
@@ -127,12 +130,13 @@ def log_likelihood(params: dict, data: RenewalHistories) -> float:
     """Total log-likelihood of the renewal histories under sBG (no c) or BdW (c)."""
     alpha, beta, c = params["alpha"], params["beta"], params.get("c", 1.0)
     t = data.periods.astype(np.float64)
-    ll = np.where(
-        data.cancelled,
-        _log_churn_at(t, alpha, beta, c),
-        log_survival(t - 1, alpha, beta, c),
-    )
-    return float((data.weight * ll).sum())
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # far from the optimum: -inf / nan
+        ll = np.where(
+            data.cancelled,
+            _log_churn_at(t, alpha, beta, c),
+            log_survival(t - 1, alpha, beta, c),
+        )
+        return float((data.weight * ll).sum())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,11 +163,18 @@ class ContractFit:
         }
 
 
-def fit_contracts(data: RenewalHistories, *, model: str = "sbg") -> ContractFit:
-    """Maximum-likelihood fit of sBG or BdW (L-BFGS-B on log-parameters, several starts)."""
+def fit_contracts(data: RenewalHistories, *, model: str = "sbg", start: dict | None = None) -> ContractFit:
+    """Maximum-likelihood fit of sBG or BdW (L-BFGS-B on log-parameters).
+
+    From `start` (e.g. the sBG optimum with c = 1 for BdW) or a neutral point; other starting
+    points are tried only when that fit does not converge. A fit ending at the bounds of alpha and
+    beta (both large: every contract churns with about the same probability) is that limit: kept,
+    and flagged at_bound.
+    """
     if model not in CONTRACT_MODELS:
         raise ValueError(f"unknown contract model {model!r}; choose one of {CONTRACT_MODELS}")
     n_params = 2 if model == "sbg" else 3
+    bounds = [(-LOG_BOUND, LOG_BOUND)] * 2 + ([(-LOG_C_BOUND, LOG_C_BOUND)] if n_params == 3 else [])
 
     def unpack(z: np.ndarray) -> dict:
         p = {"alpha": float(np.exp(z[0])), "beta": float(np.exp(z[1]))}
@@ -177,17 +188,21 @@ def fit_contracts(data: RenewalHistories, *, model: str = "sbg") -> ContractFit:
         value = -log_likelihood(unpack(z), data) / n
         return value if np.isfinite(value) else 1e10
 
-    starts = [np.zeros(n_params), np.array([np.log(0.5), np.log(2.0), 0.0][:n_params]),
-              np.array([np.log(2.0), np.log(10.0), 0.0][:n_params])]
+    first = np.zeros(n_params)
+    if start is not None:
+        first = np.log([start["alpha"], start["beta"], start.get("c", 1.0)][:n_params])
+    others = [np.array([np.log(0.5), np.log(2.0), 0.0][:n_params]), np.array([np.log(2.0), np.log(10.0), 0.0][:n_params])]
     best = None
-    for z0 in starts:
-        res = minimize(objective, z0, method="L-BFGS-B", bounds=[(-LOG_BOUND, LOG_BOUND)] * n_params,
-                       options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9})
+    for z0 in [first, *others]:
+        res = minimize(objective, np.clip(z0, [b[0] for b in bounds], [b[1] for b in bounds]), method="L-BFGS-B",
+                       bounds=bounds, options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-8})
         if best is None or res.fun < best.fun:
             best = res
+        if best.success:
+            break
     params = unpack(best.x)
     ll = log_likelihood(params, data)
-    at_bound = bool(np.any(np.abs(best.x) >= LOG_BOUND - 1e-6))
+    at_bound = _at_bound(best.x, bounds)
     return ContractFit(
         model=model, params=params, log_likelihood=ll, n_contracts=int(round(n)),
         n_cancelled=int(round(data.n_cancelled)), converged=bool(best.success) and not at_bound,
@@ -196,13 +211,17 @@ def fit_contracts(data: RenewalHistories, *, model: str = "sbg") -> ContractFit:
     )
 
 
+def _at_bound(z: np.ndarray, bounds: list[tuple[float, float]]) -> bool:
+    return any(abs(v - lo) < 1e-6 or abs(v - hi) < 1e-6 for v, (lo, hi) in zip(z, bounds, strict=True))
+
+
 def choose_model(data: RenewalHistories, *, level: float = LR_TEST_LEVEL) -> dict:
     """Fit both models; choose BdW only when a likelihood-ratio test rejects c = 1 at `level`.
 
     Returns {"chosen": "sbg"|"bdw", "fits": {model: fit dict}, "lr_statistic", "lr_p_value", "rule"}.
     """
     sbg = fit_contracts(data, model="sbg")
-    bdw = fit_contracts(data, model="bdw")
+    bdw = fit_contracts(data, model="bdw", start={**sbg.params, "c": 1.0})
     if bdw.log_likelihood < sbg.log_likelihood:
         # BdW nests sBG: its maximum can never be lower; a lower value is a poor optimum.
         bdw = ContractFit("bdw", {**sbg.params, "c": 1.0}, sbg.log_likelihood, sbg.n_contracts,
@@ -213,7 +232,7 @@ def choose_model(data: RenewalHistories, *, level: float = LR_TEST_LEVEL) -> dic
     return {
         "chosen": chosen, "fits": {"sbg": sbg.as_dict(), "bdw": bdw.as_dict()},
         "lr_statistic": lr, "lr_p_value": p_value,
-        "rule": f"BdW when the likelihood-ratio test of c = 1 rejects at the {level:.0%} level, else sBG",
+        "rule": MODEL_CHOICE_RULE if level == LR_TEST_LEVEL else f"BdW when the LR test rejects c = 1 at {level:.0%}",
     }
 
 

@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from accounts.tokens import token_issue
 from clv import contracts, renewals, services
 from clv.engine import contractual as engine
-from clv.models import CustomerValue, HoldingValue
+from clv.models import ClvRun, CustomerValue, HoldingValue
 from crm.demo.seed import seed_demo
 from crm.models import Holding, Product
 from tests.crm import factories as f
@@ -226,3 +226,45 @@ def test_my_day_and_the_dashboard_list_the_renewals_at_risk(subscription_book, s
     dashboard = client.get("/dashboard/").content.decode()
     assert 'id="table-renewals"' in dashboard
     assert top.customer.name in dashboard
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_contract_fit_fails_the_run_and_keeps_the_previous_values(subscription_book, monkeypatch):
+    first = services.run_clv(as_of=AS_OF - timedelta(days=1), shards=1)
+    kept = HoldingValue.objects.filter(run=first).count()
+    assert kept > 0
+
+    def broken(data, **kwargs):
+        raise FloatingPointError("renewal fit diverged")
+
+    monkeypatch.setattr(contracts.engine, "choose_model", broken)
+    with pytest.raises(FloatingPointError):
+        services.run_clv(as_of=AS_OF, shards=1)
+    failed = ClvRun.objects.exclude(pk=first.pk).get()
+    assert failed.status == ClvRun.Status.FAILED
+    assert "renewal fit diverged" in failed.error
+    assert not CustomerValue.objects.filter(run=failed).exists()
+    assert not HoldingValue.objects.filter(run=failed).exists()
+    first.refresh_from_db()
+    assert first.is_current
+    assert HoldingValue.objects.filter(run=first).count() == kept
+
+
+@pytest.mark.django_db
+def test_seed_demo_plants_subscriptions_whose_cancellations_fall_on_renewal_dates():
+    truth = seed_demo(customers=400, seed=9, as_of=AS_OF)
+    assert set(truth["subscriptions"]) == {"API-ACCESS", "MOBILE", "REPORTS", "SSO", "COMPLIANCE"}
+    assert sum(p["cancelled"] for p in truth["subscriptions"].values()) > 20
+    for sku, planted in truth["subscriptions"].items():
+        product = Product.objects.get(sku=sku)
+        assert product.renewal_period == planted["renewal_period"]
+        assert product.period_price == product.list_price
+        assert planted["cancelled"] < planted["contracts"]
+        months = Product.PERIOD_MONTHS[product.renewal_period]
+        churned = Holding.objects.filter(product=product, status="cancelled", customer__lost_on__isnull=True)
+        assert churned.count() == planted["cancelled"]
+        for h in churned[:25]:
+            held = contracts.full_months(np.array([h.since], dtype="datetime64[D]"),
+                                         np.array([h.until], dtype="datetime64[D]"))[0]
+            assert held % months == 0
+            assert contracts.add_months(np.array([h.since], dtype="datetime64[D]"), np.array([held]))[0] == h.until

@@ -24,6 +24,8 @@ class Command(BaseCommand):
         parser.add_argument("--products", type=int, default=20, help="catalogue size (at least 20 for the planted facts)")
         parser.add_argument("--as-of", type=date.fromisoformat, default=DEFAULT_AS_OF, help="YYYY-MM-DD; history ends here")
         parser.add_argument("--if-empty", action="store_true", help="do nothing when customers already exist")
+        parser.add_argument("--no-subscriptions", action="store_true",
+                            help="leave every product bought ad hoc (no renewal periods, no renewal histories)")
         parser.add_argument("--truth-file", default=str(Path(settings.BASE_DIR) / "var" / "demo_ground_truth.json"))
 
     def handle(self, *args, **opts):
@@ -46,7 +48,7 @@ class Command(BaseCommand):
         started = time.perf_counter()
         truth = seed_demo(
             customers=opts["customers"], seed=opts["seed"], products=opts["products"], as_of=opts["as_of"],
-            progress=progress,
+            progress=progress, subscriptions=not opts["no_subscriptions"],
         )
         bar.close()
         elapsed = time.perf_counter() - started
