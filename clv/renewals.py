@@ -103,3 +103,14 @@ def renewals_card(user, *, owner_ids: list[int] | None) -> dict:
     """Context for the renewals-at-risk card (crm/partials/renewals_at_risk.html): the top rows with reasons."""
     rows = list(renewals_at_risk(user, owner_ids=owner_ids)[:LIST_LIMIT])
     return {"renewals_at_risk": with_reasons(rows), "renewal_window_days": RENEWAL_WINDOW_DAYS}
+
+
+def attach_contract_values(holdings: list[Holding]) -> list[Holding]:
+    """Set `.contract` on each holding: its HoldingValue in the current run, or None (one query)."""
+    by_holding = {
+        v.holding_id: v
+        for v in HoldingValue.objects.filter(run__is_current=True, holding_id__in=[h.pk for h in holdings])
+    }
+    for holding in holdings:
+        holding.contract = by_holding.get(holding.pk)
+    return holdings

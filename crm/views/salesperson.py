@@ -80,7 +80,7 @@ def _facets_context(customer, request, tab: str | None = None) -> dict:
         context["chosen_facets"] = chosen or [f for f, _ in pages.FACETS]
         context["items"] = pages.timeline(customer, facets=chosen or None)
     elif tab == "holdings":
-        context["holdings"] = pages.holdings_with_usage(customer)
+        context["holdings"] = renewals.attach_contract_values(pages.holdings_with_usage(customer))
     else:
         context["rows"] = pages.facet_rows(customer, tab)
     return context

@@ -222,6 +222,9 @@ def test_my_day_and_the_dashboard_list_the_renewals_at_risk(subscription_book, s
     assert 'id="renewals-at-risk"' in page
     assert top.customer.name in page
     assert "do not renew" in page
+    holdings = client.get(f"/customers/{top.customer_id}/?tab=holdings").content.decode()
+    assert "P(renew)" in holdings
+    assert f"renews {top.next_renewal.day} {top.next_renewal:%b %Y}" in holdings
     client.force_login(sales_org["north_manager"])
     dashboard = client.get("/dashboard/").content.decode()
     assert 'id="table-renewals"' in dashboard
@@ -268,3 +271,45 @@ def test_seed_demo_plants_subscriptions_whose_cancellations_fall_on_renewal_date
                                          np.array([h.until], dtype="datetime64[D]"))[0]
             assert held % months == 0
             assert contracts.add_months(np.array([h.since], dtype="datetime64[D]"), np.array([held]))[0] == h.until
+
+
+@pytest.mark.django_db
+def test_products_become_subscriptions_through_the_bulk_api_all_or_nothing(sales_org, api):
+    admin = api(sales_org["admin"])
+    records = [
+        {"external_id": "SUBP-1", "sku": "SUBP-1", "name": "Hosting", "family": "Hosting", "list_price": "90.00",
+         "renewal_period": "month", "period_price": "90.00"},
+        {"external_id": "SUBP-2", "sku": "SUBP-2", "name": "Care", "family": "Care", "list_price": "10.00",
+         "renewal_period": "fortnight", "period_price": "10.00"},
+    ]
+    refused = admin.post("/api/v1/products/bulk/", {"records": records}, format="json")
+    assert refused.status_code == 422
+    assert [(e["index"], e["field"]) for e in refused.json()["errors"]] == [(1, "renewal_period")]
+    assert not Product.objects.filter(sku__startswith="SUBP-").exists()
+
+    records[1]["renewal_period"] = "quarter"
+    assert admin.post("/api/v1/products/bulk/", {"records": records}, format="json").json()["created"] == 2
+    hosting = Product.objects.get(sku="SUBP-1")
+    assert (hosting.renewal_period, hosting.period_price, hosting.period_months) == ("month", Decimal("90.00"), 1)
+
+    cleared = admin.patch(f"/api/v1/products/{hosting.pk}/", {"renewal_period": ""}, format="json")
+    assert cleared.status_code == 200, cleared.content
+    assert cleared.json()["period_price"] is None
+    priced = admin.patch(f"/api/v1/products/{hosting.pk}/", {"period_price": "5.00"}, format="json")
+    assert priced.status_code == 400
+    assert "period_price" in priced.json()["errors"][0]["field"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sharded_run_values_the_contracts_as_one_process_does(subscription_book):
+    whole = services.run_clv(as_of=AS_OF, shards=1)
+    sharded = services.run_clv(as_of=AS_OF, shards=3)  # tasks run in-process in tests: the same chord, eagerly
+
+    def contract_rows(run):
+        return sorted(HoldingValue.objects.filter(run=run).values_list("holding_id", "p_renew", "residual_value"))
+
+    assert sharded.is_current
+    assert contract_rows(sharded) == contract_rows(whole) != []
+    assert sharded.diagnostics["contracts"]["segments"] == whole.diagnostics["contracts"]["segments"]
+    assert sharded.counts["holdings_valued"] == whole.counts["holdings_valued"] > 0
+    assert "contracts_seconds" in sharded.timings
