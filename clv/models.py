@@ -94,6 +94,12 @@ class CustomerValue(models.Model):
     frequency = models.IntegerField(help_text="Repeat purchase occasions (distinct days after the first).")
     recency = models.FloatField(help_text="Days from first to last purchase occasion.")
     T = models.FloatField(help_text="Days from first purchase to the run's as-of date.")
+    # The customer's total CLV is `clv`: the transactional part (ad-hoc purchases) plus this
+    # contractual part, added by clv.contracts.add_contract_values, the one place that sums them.
+    contract_value = models.DecimalField(
+        max_digits=16, decimal_places=2, default=0, db_default=0,
+        help_text="Discounted expected residual margin of the customer's subscriptions; included in clv.",
+    )
 
     class Meta:
         constraints = [
@@ -108,6 +114,56 @@ class CustomerValue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer_id} in run {self.run_id}: {self.clv}"
+
+    @property
+    def transactional_value(self):
+        """The part of clv from ad-hoc purchases (clv less the contractual part)."""
+        return self.clv - self.contract_value
+
+
+class HoldingValue(models.Model):
+    """One active subscription holding (a contract) valued by one run: renewal odds and residual value.
+
+    Written by clv.contracts in the transaction that makes the run current, beside the run's
+    customer values; the customer's contract_value is the sum of its holdings' residual_value.
+    """
+
+    run = models.ForeignKey(ClvRun, on_delete=models.CASCADE, related_name="holding_values", db_index=False,
+                            db_constraint=False)
+    holding = models.ForeignKey("crm.Holding", on_delete=models.CASCADE, related_name="clv_values",
+                                db_index=False, db_constraint=False)
+    customer = models.ForeignKey("crm.Customer", on_delete=models.CASCADE, related_name="holding_values",
+                                 db_index=False, db_constraint=False)
+    segment = models.CharField(max_length=150, help_text="The renewal histories the model was fitted on.")
+    model = models.CharField(max_length=10, help_text="sbg or bdw.")
+    periods = models.IntegerField(help_text="Renewal periods begun, the current one included.")
+    next_renewal = models.DateField()
+    p_renew = models.FloatField(help_text="Probability of renewing at the next renewal.")
+    expected_remaining_periods = models.FloatField(
+        help_text="Expected further periods paid within the horizon of the run (after the current one)."
+    )
+    period_value = models.DecimalField(max_digits=14, decimal_places=2, help_text="Margin per renewal period.")
+    residual_value = models.DecimalField(
+        max_digits=16, decimal_places=2, help_text="Discounted expected margin of all future renewals."
+    )
+    value_at_stake = models.DecimalField(
+        max_digits=16, decimal_places=2, help_text="(1 - p_renew) x residual_value: what the next renewal puts at risk."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "holding"], name="holdingvalue_one_per_run"),
+            models.CheckConstraint(condition=Q(p_renew__gte=0, p_renew__lte=1), name="holdingvalue_p_renew_range"),
+            models.CheckConstraint(condition=Q(periods__gte=1), name="holdingvalue_periods_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["run", "next_renewal"], name="holdingvalue_run_renewal_idx"),
+            models.Index(fields=["customer", "run"], name="holdingvalue_customer_run_idx"),
+            models.Index(fields=["holding", "run"], name="holdingvalue_holding_run_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"holding {self.holding_id} in run {self.run_id}: {self.residual_value}"
 
 
 class PortfolioSnapshot(models.Model):

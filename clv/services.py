@@ -31,14 +31,14 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from threadpoolctl import threadpool_limits
 
-from clv import engine
+from clv import contracts, engine
 from clv.engine import bgbb as engine_bgbb
 from clv.engine import gammagamma as engine_gammagamma
 from clv.engine import holdout as engine_holdout
 from clv.engine.outliers import SPEND_OUTLIER_MADS, cap_spend, spend_bounds, spend_fit_monetary
 from clv.engine.pipeline import MIN_SPEND_CUSTOMERS, ScoreSettings
 from clv.engine.summary import CustomerSummary
-from clv.models import ClvRun, CustomerValue, PortfolioSnapshot
+from clv.models import ClvRun, CustomerValue, HoldingValue, PortfolioSnapshot
 from clv.summary import (
     calibration_and_holdout,
     customer_range,
@@ -347,6 +347,8 @@ def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
     with transaction.atomic():
         _write_values(run, summary, scores)
         clock.phase("write")
+        diagnostics["contracts"] = _contract_phase(run, run_settings, counts)
+        clock.phase("contracts")
         _write_snapshots(run)
         clock.phase("aggregate")
         ClvRun.objects.filter(is_current=True).update(is_current=False)
@@ -673,14 +675,16 @@ def finish_sharded_run(*, run_id: int, shard_results: list[dict]) -> bool:
         clock.timings["shards_seconds"] = round((timezone.now() - run.started_at).total_seconds()
                                                 - sum(clock.timings.values()), 4)
         clock.last = time.perf_counter()
+        counts = dict(run.counts, customers=written)
+        contract_report = _contract_phase(run, run.settings, counts)
+        clock.phase("contracts")
         _write_snapshots(run)
         clock.phase("aggregate")
-        diagnostics = dict(run.diagnostics)
+        diagnostics = dict(run.diagnostics, contracts=contract_report)
         diagnostics["shards"] = {"ranges": ranges, "results": sorted(done, key=lambda r: r["shard"])}
         diagnostics["totals"] = {name: sum(r.get("totals", {}).get(name, 0.0) for r in done)
                                  for name in ("clv", "horizon_value", "clv_low", "clv_high", "dert",
                                               "expected_purchases")}
-        counts = dict(run.counts, customers=written)
         ClvRun.objects.filter(is_current=True).update(is_current=False)
         ClvRun.objects.filter(pk=run_id).update(
             status=ClvRun.Status.SUCCEEDED, is_current=True, finished_at=timezone.now(),
@@ -690,6 +694,19 @@ def finish_sharded_run(*, run_id: int, shard_results: list[dict]) -> bool:
     ClvRun.objects.filter(pk=run_id).update(timings=clock.timings)
     refresh_statistics(CustomerValue)
     return True
+
+
+def _contract_phase(run: ClvRun, run_settings: dict, counts: dict) -> dict:
+    """Subscriptions (clv.contracts): fit renewal histories, value each active contract, add the
+    contract values to the customers' CLV. Runs inside the transaction that makes the run current,
+    after the customer values are written and before the snapshots sum them."""
+    report = contracts.contract_phase(
+        run=run, annual_discount_rate=run_settings["annual_discount_rate"],
+        default_margin=run_settings["default_margin"],
+    )
+    counts["holdings_valued"] = report["holdings_valued"]
+    counts["contract_only_customers"] = report.get("contract_only_customers", 0)
+    return report
 
 
 def run_fail(*, run_id: int, error: str) -> None:
@@ -705,6 +722,7 @@ def run_fail(*, run_id: int, error: str) -> None:
         )
         if failed:
             CustomerValue.objects.filter(run_id=run_id).delete()
+            HoldingValue.objects.filter(run_id=run_id).delete()
 
 
 def _write_snapshots(run: ClvRun) -> None:

@@ -114,8 +114,11 @@ class PersonAdmin(SyncedAdmin):
 
 @admin.register(Product)
 class ProductAdmin(SyncedAdmin):
-    list_display = ("sku", "name", "family", "tier", "list_price", "unit_cost", "capacity_per_unit", "capacity_unit", "is_active")
-    list_filter = ("family", "tier", "is_active")
+    list_display = (
+        "sku", "name", "family", "tier", "list_price", "unit_cost", "capacity_per_unit", "capacity_unit",
+        "renewal_period", "period_price", "is_active",
+    )
+    list_filter = ("family", "tier", "renewal_period", "is_active")
     search_fields = ("sku", "name", "family", "external_id")
 
     def save_model(self, request, obj, form, change):

@@ -229,7 +229,19 @@ class Person(SyncedModel):
 
 
 class Product(SyncedModel):
-    """A catalogue item. Products of one family are ordered by tier: the next tier is the up-sell."""
+    """A catalogue item. Products of one family are ordered by tier: the next tier is the up-sell.
+
+    A product with a renewal period is a subscription: its holdings are contracts that renew (or
+    not) at the end of every period, valued by the contractual CLV models (clv.contracts).
+    """
+
+    class RenewalPeriod(models.TextChoices):
+        NONE = "", "Not a subscription"
+        MONTH = "month", "Monthly"
+        QUARTER = "quarter", "Quarterly"
+        YEAR = "year", "Yearly"
+
+    PERIOD_MONTHS = {"month": 1, "quarter": 3, "year": 12}
 
     sku = models.CharField("SKU", max_length=64, unique=True)
     name = models.CharField(max_length=200)
@@ -249,6 +261,14 @@ class Product(SyncedModel):
     )
     is_active = models.BooleanField(default=True)
     description = models.TextField(blank=True)
+    renewal_period = models.CharField(
+        max_length=10, choices=RenewalPeriod.choices, default=RenewalPeriod.NONE, blank=True,
+        help_text="Set for a subscription: how often a holding of it renews.",
+    )
+    period_price = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True,
+        help_text="Price per renewal period and unit held (subscriptions only; required for them).",
+    )
 
     class Meta:
         ordering = ["family", "tier", "sku"]
@@ -262,10 +282,34 @@ class Product(SyncedModel):
                 condition=Q(capacity_per_unit__isnull=True) | Q(capacity_per_unit__gt=0),
                 name="product_capacity_positive",
             ),
+            models.CheckConstraint(
+                condition=Q(renewal_period__in=["", "month", "quarter", "year"]), name="product_renewal_period_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(renewal_period="", period_price__isnull=True)
+                | (~Q(renewal_period="") & Q(period_price__gte=0)),
+                name="product_period_price_iff_subscription",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.sku})"
+
+    def clean(self):
+        super().clean()
+        if self.renewal_period and self.period_price is None:
+            raise ValidationError({"period_price": "A subscription needs its price per renewal period."})
+        if not self.renewal_period and self.period_price is not None:
+            raise ValidationError({"period_price": "Only a subscription (with a renewal period) has a period price."})
+
+    @property
+    def is_subscription(self) -> bool:
+        return bool(self.renewal_period)
+
+    @property
+    def period_months(self) -> int | None:
+        """Months per renewal period, or None for a product that is not a subscription."""
+        return self.PERIOD_MONTHS.get(self.renewal_period)
 
 
 class Purchase(SyncedModel):

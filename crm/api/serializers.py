@@ -283,14 +283,36 @@ class ProductSerializer(ApiModelSerializer):
     capacity_per_unit = serializers.DecimalField(
         max_digits=12, decimal_places=2, min_value=Decimal("0.01"), required=False, allow_null=True
     )
+    renewal_period = serializers.ChoiceField(
+        choices=Product.RenewalPeriod.choices, required=False, allow_blank=True,
+        help_text='"month", "quarter" or "year" for a subscription; "" (default) for a product bought ad hoc.',
+    )
+    period_price = serializers.DecimalField(
+        max_digits=12, decimal_places=2, min_value=Decimal(0), required=False, allow_null=True,
+        help_text="Price per renewal period and unit held; required for a subscription, empty otherwise.",
+    )
 
     class Meta:
         model = Product
         fields = [
             "id", "external_id", "sku", "name", "family", "tier", "list_price", "unit_cost", "capacity_unit",
-            "capacity_per_unit", "is_active", "description", "created_at", "updated_at",
+            "capacity_per_unit", "is_active", "description", "renewal_period", "period_price", "created_at",
+            "updated_at",
         ]
         read_only_fields = READ_ONLY
+
+    def validate(self, attrs):
+        period = attrs.get("renewal_period", getattr(self.instance, "renewal_period", ""))
+        if "renewal_period" in attrs and not period and "period_price" not in attrs:
+            attrs["period_price"] = None  # no longer a subscription: its period price goes with it
+        price = attrs.get("period_price", getattr(self.instance, "period_price", None))
+        if period and price is None:
+            raise serializers.ValidationError({"period_price": ["A subscription needs its price per renewal period."]})
+        if not period and price is not None:
+            raise serializers.ValidationError(
+                {"period_price": ["Only a subscription (with a renewal_period) has a period price."]}
+            )
+        return attrs
 
 
 MONEY = {"max_digits": 12, "decimal_places": 2, "min_value": Decimal(0)}
@@ -504,7 +526,7 @@ class CustomerValueSerializer(serializers.ModelSerializer):
             "run", "as_of", "customer", "customer_external_id", "customer_name", "clv", "clv_low", "clv_high",
             "horizon_value", "horizon_value_low", "horizon_value_high", "dert", "p_alive", "expected_purchases",
             "expected_purchases_low", "expected_purchases_high", "expected_avg_value", "historical_value",
-            "classic_value", "frequency", "recency", "T",
+            "classic_value", "frequency", "recency", "T", "contract_value",
         ]
         read_only_fields = fields
 

@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
-from crm.api import schema, views  # noqa: F401  (schema registers the token scheme)
+from crm.api import contracts, schema, views  # noqa: F401  (schema registers the token scheme)
 
 router = DefaultRouter()
 router.register("customers", views.CustomerViewSet, basename="customer")
@@ -20,6 +20,8 @@ router.register("events", views.EventViewSet, basename="event")
 router.register("opportunities", views.OpportunityViewSet, basename="opportunity")
 router.register("values", views.CustomerValueViewSet, basename="value")
 router.register("clv-runs", views.ClvRunViewSet, basename="clv-run")
+router.register("holding-values", contracts.HoldingValueViewSet, basename="holding-value")
+router.register("renewals-at-risk", contracts.RenewalAtRiskViewSet, basename="renewal-at-risk")
 router.register("auth/tokens", views.TokenViewSet, basename="token")
 
 app_name = "api"

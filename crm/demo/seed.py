@@ -49,6 +49,17 @@ CONTACT_DAYS = 180
 FOLLOW_UP_SHARE = 0.05  # of contacts that promise a follow-up
 FOLLOW_UP_DAYS = 14  # a follow-up is due this many days after its contact
 FOLLOW_UP_KEPT_DAYS = 7  # follow-ups due longer ago than this were done on their day (only recent ones stay open)
+# Subscriptions: sku -> (renewal period, planted sBG churn process). The products are outside the
+# planted associations and up-sell paths. A holding's renewals follow the process from its since
+# date: churn probability theta ~ Beta(alpha, beta) per contract, the same at every renewal.
+SUBSCRIPTIONS = {
+    "API-ACCESS": ("month", {"alpha": 0.9, "beta": 7.0}),
+    "MOBILE": ("month", {"alpha": 1.2, "beta": 9.0}),
+    "REPORTS": ("quarter", {"alpha": 0.8, "beta": 4.0}),
+    "SSO": ("year", {"alpha": 0.7, "beta": 3.8}),
+    "COMPLIANCE": ("year", {"alpha": 1.0, "beta": 2.5}),
+}
+SUBSCRIPTION_SEED_OFFSET = 1_000_003  # its own random stream: the other planted facts stay as they were
 
 TEAMS = {"North": ("manager_north", ["rep_north_1", "rep_north_2", "rep_north_3"]),
          "South": ("manager_south", ["rep_south_1", "rep_south_2", "rep_south_3"])}
@@ -105,11 +116,14 @@ def seed_demo(
     products: int = 20,
     as_of: date | None = None,
     progress: Progress | None = None,
+    subscriptions: bool = True,
 ) -> dict:
     """Fill users, the catalogue and `customers` demo customers; returns the planted ground truth.
 
     Histories end on `as_of` (default today), so a new user sees recent purchases and events,
-    and follow-ups due this week. The same seed and as_of give the same data.
+    and follow-ups due this week. The same seed and as_of give the same data. With
+    subscriptions, a few products renew monthly, quarterly or yearly and their holdings carry
+    renewal histories drawn from SUBSCRIPTIONS (see _subscriptions).
     """
     as_of = as_of or timezone.localdate()
     step = progress or (lambda label, n: None)
@@ -120,6 +134,8 @@ def seed_demo(
         catalogue = _catalogue(products)
         step("products", len(catalogue))
         truth = _customers_and_facets(customers, rng, reps, catalogue, as_of, step)
+        if subscriptions:
+            truth["subscriptions"] = _subscriptions(np.random.default_rng(seed + SUBSCRIPTION_SEED_OFFSET), as_of)
     refresh_statistics(Customer, Person, Holding, Usage, Purchase, Event, Contact, Task, PurchaseDay, PurchaseSummary)
     truth.update(
         seed=seed, customers=customers, as_of=as_of.isoformat(), time_unit="days", bgnbd=dict(BGNBD),
@@ -384,6 +400,35 @@ def _customers_and_facets(n, rng, reps, catalogue, as_of, step) -> dict:
     open_follow_ups = sum(1 for k in np.nonzero(follow)[0] if int(c_day[k]) + FOLLOW_UP_DAYS >= today - FOLLOW_UP_KEPT_DAYS)
     return {"near_capacity": near_capacity, "lost_customers": int(lost.sum()), "purchase_lines": int(lines),
             "occasions": int(tx.customer_ids.size), "open_follow_ups": open_follow_ups}
+
+
+def _subscriptions(rng: np.random.Generator, as_of: date) -> dict:
+    """Make the SUBSCRIPTIONS products subscriptions (period price = list price) and give their
+    holdings renewal histories: a contract still running when its planted churn falls after the as-of
+    date stays active, else it is cancelled on the renewal date it missed. Holdings of lost customers
+    stay cancelled on the day the customer was lost. Returns the planted truth per sku."""
+    from clv.contracts import add_months
+
+    months = {"month": 1, "quarter": 3, "year": 12}
+    truth = {}
+    for sku, (period, params) in SUBSCRIPTIONS.items():
+        product = Product.objects.filter(sku=sku).first()
+        if product is None:
+            continue
+        Product.objects.filter(pk=product.pk).update(renewal_period=period, period_price=product.list_price)
+        holdings = list(Holding.objects.filter(product=product, status=Holding.Status.ACTIVE).order_by("pk"))
+        theta = rng.beta(params["alpha"], params["beta"], size=len(holdings))
+        lasted = np.minimum(rng.geometric(np.clip(theta, 1e-9, 1.0)), 10_000)  # periods until the missed renewal
+        since = np.array([h.since for h in holdings], dtype="datetime64[D]")
+        ends = add_months(since, lasted * months[period]) if holdings else since
+        cancelled = []
+        for holding, end in zip(holdings, ends, strict=True):
+            if end <= np.datetime64(as_of, "D"):
+                holding.status, holding.until = Holding.Status.CANCELLED, end.item()
+                cancelled.append(holding)
+        Holding.objects.bulk_update(cancelled, ["status", "until"], batch_size=1000)
+        truth[sku] = {"renewal_period": period, **params, "contracts": len(holdings), "cancelled": len(cancelled)}
+    return truth
 
 
 def _month_start(as_of: date, months_back: int) -> date:

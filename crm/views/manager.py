@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
+from clv import renewals
 from crm.forms import DashboardFilterForm
 from crm.models import Opportunity
 from crm.selectors import dashboard as dash
@@ -46,6 +47,7 @@ def dashboard(request):
     )
     form = DashboardFilterForm(request.GET or None, teams=scope.teams, people=scope.people)
     context = dash.dashboard(request.user, scope)
+    context.update(renewals.renewals_card(request.user, owner_ids=scope.owner_ids))
     export = request.GET.get("export")
     if export == "movers" and context.get("run") is not None:
         context["movers"] = dash.biggest_movers(request.user, context["run"], scope.owner_ids)

@@ -11,6 +11,7 @@ from django.utils.cache import patch_vary_headers
 from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
+from clv import renewals
 from crm import services
 from crm.forms import AccountFilterForm, ContactQuickForm, EventQuickForm, OpportunityStatusForm
 from crm.models import Contact, Customer, Opportunity
@@ -38,6 +39,7 @@ def my_day(request):
         from crm.selectors.workspace import team_members
 
         context["reassign_to"] = list(team_members(request.user))
+    context.update(renewals.renewals_card(request.user, owner_ids=[request.user.pk]))
     return render(request, "crm/my_day.html", context)
 
 
@@ -82,7 +84,7 @@ def _facets_context(customer, request, tab: str | None = None) -> dict:
         context["chosen_facets"] = chosen or [f for f, _ in pages.FACETS]
         context["items"] = pages.timeline(customer, facets=chosen or None)
     elif tab == "holdings":
-        context["holdings"] = pages.holdings_with_usage(customer)
+        context["holdings"] = renewals.attach_contract_values(pages.holdings_with_usage(customer))
     else:
         context["rows"] = pages.facet_rows(customer, tab)
     return context

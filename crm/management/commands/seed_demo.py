@@ -27,6 +27,8 @@ class Command(BaseCommand):
         parser.add_argument("--if-empty", action="store_true", help="do nothing when customers already exist")
         parser.add_argument("--values-if-missing", action="store_true",
                             help="then compute CLV and opportunities, unless a current CLV run exists already")
+        parser.add_argument("--no-subscriptions", action="store_true",
+                            help="leave every product bought ad hoc (no renewal periods, no renewal histories)")
         parser.add_argument("--truth-file", default=str(Path(settings.BASE_DIR) / "var" / "demo_ground_truth.json"))
 
     def handle(self, *args, **opts):
@@ -50,7 +52,7 @@ class Command(BaseCommand):
         started = time.perf_counter()
         truth = seed_demo(
             customers=opts["customers"], seed=opts["seed"], products=opts["products"], as_of=opts["as_of"],
-            progress=progress,
+            progress=progress, subscriptions=not opts["no_subscriptions"],
         )
         bar.close()
         elapsed = time.perf_counter() - started
