@@ -46,6 +46,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "pgtrigger",
+    "pghistory",
     "accounts",
     "crm",
     "clv",
@@ -61,6 +63,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "crm.history.HistoryContextMiddleware",  # who made each change, for the change history (PostgreSQL)
 ]
 
 ROOT_URLCONF = "config.urls"

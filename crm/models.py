@@ -613,3 +613,7 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} {self.path} [{self.key}]"
+
+
+# The change history's event tables (django-pghistory), one per tracked model.
+from crm.history_models import *  # noqa: E402, F403
