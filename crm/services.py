@@ -21,6 +21,7 @@ from accounts.models import User
 from clv.summary import summary_apply, summary_apply_product
 from crm.bulk import bulk_insert, insert_instances
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Tombstone, Usage
+from crm.webhooks import outbox as webhook_outbox
 
 SYNCED_CHILDREN = ("people", "purchases", "holdings", "contacts", "events", "opportunities")
 
@@ -526,8 +527,10 @@ def opportunity_set_status(*, opportunity: Opportunity, status: str, user: User 
         raise ValidationError({"status": f"Unknown status {status!r}."})
     if status == Opportunity.Status.EXPIRED:
         raise ValidationError({"status": "Only the opportunity engine expires suggestions."})
+    previous = opportunity.status
     opportunity.status = status
     opportunity.status_changed_at = timezone.now()
     opportunity.status_changed_by = user
     opportunity.save(update_fields=["status", "status_changed_at", "status_changed_by", "updated_at"])
+    webhook_outbox.opportunity_status_changed(opportunity=opportunity, previous=previous)
     return opportunity

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from crm.views import manager, salesperson
+from crm.webhooks.urls import urlpatterns as webhook_urls
 
 app_name = "crm"
 
@@ -21,4 +22,5 @@ urlpatterns = [
     path("clv/runs/", manager.clv_runs, name="clv_runs"),
     path("clv/runs/recompute/", manager.clv_recompute, name="clv_recompute"),
     path("clv/runs/progress/", manager.clv_progress, name="clv_progress"),
+    *webhook_urls,
 ]

@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from crm.api import schema, views  # noqa: F401  (schema registers the token scheme)
 from crm.api.history import RecordHistoryView
+from crm.webhooks import api as webhooks_api
 
 router = DefaultRouter()
 router.register("customers", views.CustomerViewSet, basename="customer")
@@ -31,6 +32,11 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    path("webhooks/", webhooks_api.SubscriptionListView.as_view(), name="webhooks"),
+    path("webhooks/<int:pk>/", webhooks_api.SubscriptionDetailView.as_view(), name="webhook"),
+    path("webhooks/<int:pk>/deliveries/", webhooks_api.DeliveryListView.as_view(), name="webhook-deliveries"),
+    path("webhooks/<int:pk>/deliveries/<int:delivery_id>/redeliver/", webhooks_api.RedeliverView.as_view(),
+         name="webhook-redeliver"),
     path("<str:resource>/<str:pk>/history/", RecordHistoryView.as_view(), name="record-history"),
     path("", include(router.urls)),
 ]
