@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from crm.exports import urlpatterns as export_urls
 from crm.views import manager, salesperson
 from crm.webhooks.urls import urlpatterns as webhook_urls
 
@@ -23,4 +24,5 @@ urlpatterns = [
     path("clv/runs/recompute/", manager.clv_recompute, name="clv_recompute"),
     path("clv/runs/progress/", manager.clv_progress, name="clv_progress"),
     *webhook_urls,
+    *export_urls,
 ]

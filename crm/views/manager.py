@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
+from crm.exports import spreadsheet_safe
 from crm.forms import DashboardFilterForm
 from crm.models import Opportunity
 from crm.selectors import dashboard as dash
@@ -116,10 +117,7 @@ def _export_csv(name: str, context) -> HttpResponse:
     return response
 
 
-def _cell(value) -> str:
-    """Neutralise spreadsheet formulas in text cells (CSV injection)."""
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+_cell = spreadsheet_safe  # neutralise spreadsheet formulas in text cells (CSV injection)
 
 
 @manager_required
