@@ -7,7 +7,9 @@ Side by side in one process, alternating rounds with the history triggers enable
 - bulk upsert through the API's WSGI stack in-process (DRF validation, services, the insert),
   1,000 purchase lines per request, created then updated (every amount changed);
 - the CSV import command on a generated file of --rows purchase lines.
-PostgreSQL only. Writes into the configured database (customers HBENCH-*, purchases HB-*).
+Each round writes to fresh customers (one purchase line each per batch, as bench_api does), so
+the kept CLV summary costs the same in every round. PostgreSQL only. Writes into the configured
+database (customers HBC-*, purchases HB-*).
 """
 
 import argparse
@@ -53,9 +55,18 @@ def history_triggers(enabled: bool) -> None:
             cursor.execute(f'ALTER TABLE "{table}" {"ENABLE" if enabled else "DISABLE"} TRIGGER "{name}"')
 
 
+def customers_for_round(tag: str, count: int, owner) -> None:
+    """Fresh customers per round (one purchase each per batch, as in bench_api), so the kept CLV
+    summary costs the same in every round."""
+    Customer.objects.bulk_create(
+        [Customer(external_id=f"HBC-{tag}-{j}", name=f"Bench {tag} {j}", owner=owner) for j in range(count)],
+        batch_size=5000,
+    )
+
+
 def bulk_round(client, tag: str, batches: int) -> tuple[float, float]:
     def records(amount: str, b: int):
-        return [{"external_id": f"HB-{tag}-{b}-{i}", "customer": f"HBENCH-{i % 1000:04d}", "amount": amount,
+        return [{"external_id": f"HB-{tag}-{b}-{i}", "customer": f"HBC-{tag}-{b * BATCH + i}", "amount": amount,
                  "purchased_at": f"2026-03-{1 + i % 28:02d}T12:00:00Z"} for i in range(BATCH)]
 
     rates = []
@@ -68,14 +79,15 @@ def bulk_round(client, tag: str, batches: int) -> tuple[float, float]:
     return rates[0], rates[1]
 
 
-def import_round(rows: int, tag: str) -> float:
+def import_round(rows: int, tag: str, customers: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "purchases.csv"
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["customer_external_id", "purchased_at", "amount", "order_ref"])
             for i in range(rows):
-                writer.writerow([f"HBENCH-{i % 1000:04d}", f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}", "9.99", f"{tag}-{i}"])
+                writer.writerow([f"HBC-{tag}-{i % customers}", f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}", "9.99",
+                                 f"{tag}-{i}"])
         started = time.perf_counter()
         call_command("import_purchases", str(path), verbosity=0, stdout=io.StringIO())
         return rows / (time.perf_counter() - started)
@@ -89,8 +101,6 @@ def main() -> None:
     args = parser.parse_args()
     assert connection.vendor == "postgresql", "history is recorded on PostgreSQL only"
     user, _ = User.objects.get_or_create(username="history_bench", defaults={"role": User.Role.ADMIN})
-    for i in range(1000):
-        Customer.objects.get_or_create(external_id=f"HBENCH-{i:04d}", defaults={"name": f"Bench {i}", "owner": user})
     _, key = token_issue(user=user, name="bench")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
@@ -101,8 +111,9 @@ def main() -> None:
             for enabled in (True, False):
                 history_triggers(enabled)
                 tag = f"{run}-{r}-{int(enabled)}"
+                customers_for_round(tag, args.batches * BATCH, user)
                 create, update = bulk_round(client, tag, args.batches)
-                imported = import_round(args.rows, tag) if args.rows else 0.0
+                imported = import_round(args.rows, tag, args.batches * BATCH) if args.rows else 0.0
                 results[enabled].append((create, update, imported))
                 print(f"round {r} history {'on ' if enabled else 'off'}: bulk create {create:,.0f}/s, "
                       f"bulk update {update:,.0f}/s, CSV import {imported:,.0f} rows/s", flush=True)
