@@ -21,6 +21,11 @@ from django.db import models
 
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
 
+__all__ = [
+    "ContactHistory", "CustomerHistory", "EventHistory", "HoldingHistory", "OpportunityHistory", "PersonHistory",
+    "ProductHistory", "PurchaseHistory", "UsageHistory",
+]
+
 NOT_TRACKED = ("change_txid", "change_seq", "updated_at")
 
 
