@@ -47,6 +47,7 @@ from clv.summary import (
     summary_source,
 )
 from crm.bulk import copy_arrays, fetch_arrays, refresh_statistics
+from crm.webhooks.outbox import clv_run_completed
 
 LOCK_KEY = 424242  # PostgreSQL advisory lock id for "a CLV run is in progress"
 RISK_P_ALIVE = 0.5
@@ -356,6 +357,7 @@ def _execute(run: ClvRun, run_settings: dict, say: Progress) -> None:
             status=ClvRun.Status.SUCCEEDED, is_current=True, finished_at=timezone.now(), params=params,
             diagnostics=_jsonable(diagnostics), counts=counts, timings=clock.timings, model=run.model,
         )
+        clv_run_completed(run_id=run.pk)  # webhooks: sent once this commits
         clock.phase("switch")
     ClvRun.objects.filter(pk=run.pk).update(timings=clock.timings)
     refresh_statistics(CustomerValue)
@@ -690,6 +692,7 @@ def finish_sharded_run(*, run_id: int, shard_results: list[dict]) -> bool:
             status=ClvRun.Status.SUCCEEDED, is_current=True, finished_at=timezone.now(),
             diagnostics=_jsonable(diagnostics), counts=counts, timings=clock.timings,
         )
+        clv_run_completed(run_id=run_id)  # webhooks: sent once this commits
         clock.phase("switch")
     ClvRun.objects.filter(pk=run_id).update(timings=clock.timings)
     refresh_statistics(CustomerValue)

@@ -66,6 +66,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "axes",
+    "pgtrigger",
+    "pghistory",
     "accounts",
     "crm",
     "clv",
@@ -82,6 +84,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
+    "crm.history.HistoryContextMiddleware",  # who made each change, for the change history (PostgreSQL)
+    "crm.webhooks.middleware.WebhookKickMiddleware",  # after a write: dispatch webhooks soon
     "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into its 429 answer
 ]
 
@@ -211,6 +215,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "crm.tasks.prune_sync_log_task",
         "schedule": crontab(hour=4, minute=15),
     },
+    "webhooks-dispatch": {  # the backstop of the after-write kick (crm/webhooks)
+        "task": "crm.webhooks.dispatch",
+        "schedule": env.float("WEBHOOK_DISPATCH_SECONDS", default=30.0),
+    },
 }
 
 if REDIS_URL:
@@ -237,6 +245,12 @@ API_BULK_MAX_BODY_BYTES = env.int("API_BULK_MAX_BODY_BYTES", default=10_000_000)
 API_MAX_JSON_DEPTH = 32  # nesting of arrays and objects in a request body
 API_MAX_TEXT_LENGTH = env.int("API_MAX_TEXT_LENGTH", default=20_000)  # characters of a long text field
 SYNC_TOMBSTONE_RETENTION_DAYS = env.int("SYNC_TOMBSTONE_RETENTION_DAYS", default=90)
+# Outgoing webhooks (crm/webhooks): retries with exponential backoff, then disabling.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)  # per delivery: 30 s, 1, 2, 4 ... min apart
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)
+WEBHOOK_RETRY_MAX_SECONDS = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=3600.0)
+WEBHOOK_DISABLE_AFTER_FAILURES = env.int("WEBHOOK_DISABLE_AFTER_FAILURES", default=20)  # failed attempts in a row
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [

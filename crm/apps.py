@@ -15,8 +15,13 @@ def _reinstall_change_triggers(sender, using, **kwargs):
     from crm.sync import install_change_triggers
 
     connection = connections[using]
-    if "crm_customer" in connection.introspection.table_names():
+    tables = connection.introspection.table_names()
+    if "crm_customer" in tables:
         install_change_triggers(connection)
+    if "crm_webhookoutboxevent" in tables:
+        from crm.webhooks.outbox import install_outbox_trigger
+
+        install_outbox_trigger(connection)
 
 
 class CrmConfig(AppConfig):

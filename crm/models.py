@@ -789,3 +789,8 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} {self.path} [{self.key}]"
+
+
+# The change history's event tables (django-pghistory), one per tracked model.
+from crm.history_models import *  # noqa: E402, F403
+from crm.webhooks.models import *  # noqa: E402, F403

@@ -37,6 +37,7 @@ from crm.models import (
     Usage,
 )
 from crm.sync import feed_touch
+from crm.webhooks import outbox as webhook_outbox
 
 SYNCED_CHILDREN = ("people", "purchases", "holdings", "contacts", "tasks", "events", "opportunities")
 
@@ -823,6 +824,7 @@ def opportunity_set_status(
         raise ValidationError({"status": f"Unknown status {status!r}."})
     if status == Opportunity.Status.EXPIRED:
         raise ValidationError({"status": "Only the opportunity engine expires suggestions."})
+    previous = opportunity.status
     dismiss_note = (dismiss_note or "").strip()
     if status == Opportunity.Status.DISMISSED:
         if dismiss_reason and dismiss_reason not in Opportunity.DismissReason.values:
@@ -840,6 +842,7 @@ def opportunity_set_status(
     opportunity.dismiss_note = dismiss_note
     opportunity.save(update_fields=["status", "status_changed_at", "status_changed_by", "dismiss_reason",
                                     "dismiss_note", "updated_at"])
+    webhook_outbox.opportunity_status_changed(opportunity=opportunity, previous=previous)
     return opportunity
 
 

@@ -26,3 +26,6 @@ def prune_sync_log_task() -> dict:
     from crm.sync import sync_log_prune
 
     return sync_log_prune(tombstone_days=settings.SYNC_TOMBSTONE_RETENTION_DAYS)
+
+
+from crm.webhooks.tasks import webhook_deliver_task, webhooks_dispatch_task  # noqa: E402, F401  (registered here)

@@ -2,7 +2,9 @@
 
 from django.urls import path
 
+from crm.exports import urlpatterns as export_urls
 from crm.views import accounts, manager, salesperson, workspace
+from crm.webhooks.urls import urlpatterns as webhook_urls
 
 app_name = "crm"
 
@@ -42,4 +44,6 @@ urlpatterns = [
     path("clv/runs/", manager.clv_runs, name="clv_runs"),
     path("clv/runs/recompute/", manager.clv_recompute, name="clv_recompute"),
     path("clv/runs/progress/", manager.clv_progress, name="clv_progress"),
+    *webhook_urls,
+    *export_urls,
 ]

@@ -6,6 +6,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from crm.api import contracts, schema, views  # noqa: F401  (schema registers the token scheme)
+from crm.api.history import RecordHistoryView
+from crm.webhooks import api as webhooks_api
 
 router = DefaultRouter()
 router.register("customers", views.CustomerViewSet, basename="customer")
@@ -42,5 +44,11 @@ urlpatterns = [
     # does), never data; every operation needs a token. Swagger UI's script is its own file (CSP).
     path("docs/", SWAGGER, name="docs"),
     path("redoc/", REDOC, name="redoc"),
+    path("webhooks/", webhooks_api.SubscriptionListView.as_view(), name="webhooks"),
+    path("webhooks/<int:pk>/", webhooks_api.SubscriptionDetailView.as_view(), name="webhook"),
+    path("webhooks/<int:pk>/deliveries/", webhooks_api.DeliveryListView.as_view(), name="webhook-deliveries"),
+    path("webhooks/<int:pk>/deliveries/<int:delivery_id>/redeliver/", webhooks_api.RedeliverView.as_view(),
+         name="webhook-redeliver"),
+    path("<str:resource>/<str:pk>/history/", RecordHistoryView.as_view(), name="record-history"),
     path("", include(router.urls)),
 ]

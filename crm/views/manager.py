@@ -18,6 +18,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
 from clv import renewals
+from crm.exports import spreadsheet_safe
 from crm.forms import DashboardFilterForm
 from crm.models import Opportunity
 from crm.selectors import dashboard as dash
@@ -177,10 +178,7 @@ def _export_csv(name: str, context) -> HttpResponse:
     return response
 
 
-def _cell(value) -> str:
-    """Neutralise spreadsheet formulas in text cells (CSV injection)."""
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+_cell = spreadsheet_safe  # neutralise spreadsheet formulas in text cells (CSV injection)
 
 
 @manager_required

@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
 from clv import renewals
-from crm import services
+from crm import history, services
 from crm.forms import AccountFilterForm, ContactQuickForm, EventQuickForm, OpportunityStatusForm
 from crm.models import Contact, Customer, Opportunity
 from crm.selectors import pages
@@ -20,7 +20,7 @@ from crm.views.access import is_manager_or_admin
 
 ACCOUNTS_PER_PAGE = 25
 TABS = [("timeline", "Timeline"), ("holdings", "Holdings & usage"), ("contacts", "Contacts"),
-        ("events", "Events"), ("purchases", "Purchases")]
+        ("events", "Events"), ("purchases", "Purchases"), ("history", "History")]
 
 
 @login_required
@@ -85,6 +85,8 @@ def _facets_context(customer, request, tab: str | None = None) -> dict:
         context["items"] = pages.timeline(customer, facets=chosen or None)
     elif tab == "holdings":
         context["holdings"] = renewals.attach_contract_values(pages.holdings_with_usage(customer))
+    elif tab == "history":
+        context.update(history.account_history_context(customer, request.user))
     else:
         context["rows"] = pages.facet_rows(customer, tab)
     return context

@@ -5,6 +5,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from crm.history import history_context
 from crm.imports import DEFAULT_BATCH_SIZE, ImportError_, import_purchases_csv
 
 
@@ -30,9 +31,10 @@ class Command(BaseCommand):
             seen = rows
 
         try:
-            result = import_purchases_csv(
-                opts["file"], date_format=opts["date_format"], batch_size=opts["batch_size"], progress=progress
-            )
+            with history_context(via="import_purchases", file=str(opts["file"])):
+                result = import_purchases_csv(
+                    opts["file"], date_format=opts["date_format"], batch_size=opts["batch_size"], progress=progress
+                )
         except ImportError_ as exc:
             raise CommandError(f"{opts['file']}: {exc}; nothing was imported.") from None
         except (OSError, UnicodeDecodeError) as exc:

@@ -1,0 +1,106 @@
+"""The change history's event tables: one per tracked model, filled by PostgreSQL triggers.
+
+django-pghistory generates, for every tracked model, an event model holding a snapshot of the
+row after each insert and update and before each delete, with the transaction's context
+(who, through which request) attached. The triggers are statement-level (one INSERT ... SELECT
+from the statement's transition table per statement), so bulk upserts, `INSERT ... SELECT
+FROM unnest(...)` and COPY are recorded like single saves, at a small cost per row.
+
+The feed's own columns (`change_txid`, `change_seq`) and `updated_at` are not kept: a save
+that changes nothing else records nothing.
+
+Imported at the end of crm/models.py. To track another model (crm.Task, say), add it to
+`HISTORY_MODELS` below (resource name -> model) and run `makemigrations crm`.
+On SQLite the tables exist but no trigger fills them: history needs PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import pghistory
+from django.db import models
+
+from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
+
+__all__ = [
+    "ContactHistory", "CustomerHistory", "EventHistory", "HoldingHistory", "OpportunityHistory", "PersonHistory",
+    "ProductHistory", "PurchaseHistory", "UsageHistory",
+]
+
+NOT_TRACKED = ("change_txid", "change_seq", "updated_at")
+
+
+def _unindexed_references(model: type[models.Model]) -> dict[str, models.ForeignKey]:
+    """The snapshot's foreign keys: unconstrained and without an index each (every index costs on
+    bulk writes); the lookups the history needs get the composite indexes below."""
+    return {
+        field.name: models.ForeignKey(
+            field.remote_field.model,
+            null=True,
+            blank=True,
+            db_constraint=False,
+            db_index=False,
+            on_delete=models.DO_NOTHING,
+            related_name="+",
+            related_query_name="+",
+        )
+        for field in model._meta.local_fields
+        if isinstance(field, models.ForeignKey)
+    }
+
+
+def track_history(model: type[models.Model]) -> type[models.Model]:
+    """Create the event model `<Model>History` for `model`, with insert, update and delete triggers."""
+    name = model._meta.model_name
+    indexes = [models.Index(fields=["pgh_obj", "pgh_id"], name=f"{name}_hist_obj")]
+    for parent in ("customer", "holding"):
+        if any(f.name == parent for f in model._meta.local_fields):
+            indexes.append(models.Index(fields=[parent, "pgh_id"], name=f"{name}_hist_{parent}"))
+    return pghistory.create_event_model(
+        model,
+        pghistory.InsertEvent(level=pghistory.Statement),
+        pghistory.UpdateEvent(level=pghistory.Statement),
+        pghistory.DeleteEvent(level=pghistory.Statement),
+        exclude=list(NOT_TRACKED),
+        obj_field=pghistory.ObjForeignKey(related_name="history", db_index=False),
+        context_field=pghistory.ContextForeignKey(db_index=False),
+        model_name=f"{model.__name__}History",
+        abstract=False,
+        attrs=_unindexed_references(model),
+        meta={"indexes": indexes, "ordering": ["pgh_id"]},
+    )
+
+
+CustomerHistory = track_history(Customer)
+PersonHistory = track_history(Person)
+ProductHistory = track_history(Product)
+PurchaseHistory = track_history(Purchase)
+HoldingHistory = track_history(Holding)
+UsageHistory = track_history(Usage)
+ContactHistory = track_history(Contact)
+EventHistory = track_history(Event)
+OpportunityHistory = track_history(Opportunity)
+
+# Resource name (as in the API's paths) -> the tracked model. crm.Task joins here once it exists:
+#   from crm.models import Task; TaskHistory = track_history(Task); HISTORY_MODELS["tasks"] = Task
+HISTORY_MODELS: dict[str, type[models.Model]] = {
+    "customers": Customer,
+    "people": Person,
+    "products": Product,
+    "purchases": Purchase,
+    "holdings": Holding,
+    "usage": Usage,
+    "contacts": Contact,
+    "events": Event,
+    "opportunities": Opportunity,
+}
+EVENT_MODELS: dict[type[models.Model], type[models.Model]] = {
+    Customer: CustomerHistory,
+    Person: PersonHistory,
+    Product: ProductHistory,
+    Purchase: PurchaseHistory,
+    Holding: HoldingHistory,
+    Usage: UsageHistory,
+    Contact: ContactHistory,
+    Event: EventHistory,
+    Opportunity: OpportunityHistory,
+}
