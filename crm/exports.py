@@ -130,15 +130,21 @@ def opportunities_csv(request):
 @manager_required
 @require_GET
 def analytics_csv(request, question: str):
-    """One analytics answer, as the Analytics page shows it for the same inputs."""
+    """One analytics answer (its first table), as the Analytics page shows it for the same inputs."""
+    from django.http import HttpResponse
+
     from crm.views.analytics import QUESTIONS, analytics_context
 
-    if question not in {key for key, _, _ in QUESTIONS}:
+    if question not in {key for key, _ in QUESTIONS}:
         raise Http404("No such question.")
-    context = analytics_context(request)
-    answer = next(q for q in context["questions"] if q["key"] == question)
-    header = [h.replace(" ", "_") for h in answer["headers"]]
-    return stream_csv(f"analytics-{question.replace('_', '-')}", header, answer["rows"])
+    request.GET = request.GET.copy()
+    request.GET["export"] = question  # the page's own CSV of this answer (formatted as on the page)
+    response = analytics_context(request)
+    if not isinstance(response, HttpResponse):
+        raise Http404("No answer for these inputs.")
+    streamed = StreamingHttpResponse(iter([response.content]), content_type=response["Content-Type"])
+    streamed["Content-Disposition"] = response["Content-Disposition"]
+    return streamed
 
 
 # --- history -------------------------------------------------------------------------------

@@ -241,6 +241,10 @@ class CustomerSerializer(ApiModelSerializer):
     owner = OwnerField(required=False, allow_null=True, help_text="The owning salesperson; defaults to the caller.")
     email = email_field()
     website = BlankableUrlField()
+    lost_reason = serializers.ChoiceField(
+        choices=Customer.LostReason.choices, allow_blank=True, read_only=True,
+        help_text="Why the customer was lost (empty unless lost).",
+    )
 
     class Meta:
         model = Customer

@@ -53,7 +53,7 @@ def test_salesperson_pages_work_under_the_policy(watched, account):
     page = watched
     log_in(page, "north_rep1")
     page.goto("/customers/")
-    page.get_by_role("searchbox").fill("Northwind")
+    page.get_by_role("searchbox", name="Search", exact=True).fill("Northwind")
     wait_for_js(page, "location.search.includes('Northwind')")  # htmx swapped the rows and pushed the URL
     assert "Acme" not in page.locator("#account-results").inner_text()
     page.goto(f"/customers/{account.pk}/")
