@@ -168,8 +168,8 @@ class ContactFilter(CustomerChildFilter):
 class TaskFilter(CustomerChildFilter):
     due_after = filters.DateFilter(field_name="due_on", lookup_expr="gte")
     due_before = filters.DateFilter(field_name="due_on", lookup_expr="lte")
-    done = filters.BooleanFilter(field_name="done_at", lookup_expr="isnull", exclude=True,
-                                 help_text="true: completed tasks; false: open ones.")
+    done = StrictBooleanFilter(field_name="done_at", lookup_expr="isnull", exclude=True,
+                        help_text="true: completed tasks; false: open ones.")
 
     class Meta(IdFilters):
         model = Task
