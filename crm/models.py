@@ -583,6 +583,11 @@ class Opportunity(SyncedModel):
         help_text="For an up-sell: the tier the customer holds now.",
     )
     kind = models.CharField(max_length=20, choices=Kind.choices)
+    rule = models.CharField(
+        max_length=120, blank=True, default="",
+        help_text="The rule or model that produced it (for example holdings:association or "
+        "purchases:item-item:family), so outcomes can be counted per rule.",
+    )
     score = models.FloatField(default=0, help_text="Ranking score: strength of evidence times value.")
     expected_value = models.DecimalField(max_digits=14, decimal_places=2, default=0)
     evidence = models.TextField(help_text="Why it was suggested, in words a salesperson can say aloud.")
