@@ -361,12 +361,22 @@ def record_delete(*, instance: models.Model, deleted_by: User | None = None) -> 
             owner_id=owner_id, team_id=team_id, deleted_by=deleted_by,
         )
 
+    def to_assignee(task: Task) -> list[Tombstone]:
+        """A task is seen by its assignee too, who may not see the account: they must learn it went."""
+        if task.assigned_to_id in (None, owner_id):
+            return []
+        return [Tombstone(model="crm.task", object_id=task.pk, external_id=task.external_id,
+                          customer_id=customer_id, owner_id=task.assigned_to_id, deleted_by=deleted_by)]
+
     tombstones = [tombstone(instance._meta.label_lower, instance.pk, getattr(instance, "external_id", None))]
-    if isinstance(instance, Task) and instance.assigned_to_id not in (None, owner_id):
-        tombstones.append(Tombstone(model="crm.task", object_id=instance.pk, external_id=instance.external_id,
-                                    customer_id=customer_id, owner_id=instance.assigned_to_id, deleted_by=deleted_by))
+    if isinstance(instance, Task):
+        tombstones += to_assignee(instance)
     for rows in records_under(instance):
-        tombstones += [tombstone(r._meta.label_lower, r.pk, r.external_id) for r in rows.only("pk", "external_id")]
+        if rows.model is Task:
+            for task in rows.only("pk", "external_id", "assigned_to_id"):
+                tombstones += [tombstone("crm.task", task.pk, task.external_id), *to_assignee(task)]
+        else:
+            tombstones += [tombstone(r._meta.label_lower, r.pk, r.external_id) for r in rows.only("pk", "external_id")]
     Tombstone.objects.bulk_create(tombstones)
     instance.delete()  # a customer's CLV summary rows go with it (cascade)
     if isinstance(instance, Purchase):
