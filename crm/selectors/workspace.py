@@ -14,7 +14,7 @@ from typing import Any
 
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import BooleanField, Case, CharField, Count, Q, QuerySet, Value, When
+from django.db.models import BooleanField, Case, CharField, Count, F, Q, QuerySet, Value, When
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -176,45 +176,97 @@ def full_name_expression():
     return Concat("first_name", Value(" "), "last_name", output_field=CharField())
 
 
+PHONE_PUNCTUATION = (" ", "-", ".", "(", ")", "+", "/", "\u00a0")
+SEARCH_BRANCH_LIMIT = 200  # candidates one index-served branch may bring, before ranking
+
+
+def phone_digits_expression():
+    """The phone with its punctuation removed, "+33 6 12 34 56 78" -> "33612345678"; the
+    person_phone_digits_trgm index is built on this expression (must match it exactly)."""
+    from django.db.models.functions import Replace
+
+    expression = F("phone")
+    for char in PHONE_PUNCTUATION:
+        expression = Replace(expression, Value(char), Value(""))
+    return expression
+
+
+def _phone_digits_query(q: str) -> str:
+    """The digits to look for when the query is a phone number ("06 12 34", "+33 612"), else "".
+
+    A national number's leading trunk zero is dropped ("0612345678" finds "+33 6 12 34 56 78").
+    """
+    if any(ch not in "0123456789" and ch not in PHONE_PUNCTUATION for ch in q):
+        return ""
+    digits = "".join(ch for ch in q if ch.isdigit())
+    if digits.startswith("0") and not digits.startswith("00") and len(digits) > 3:
+        digits = digits[1:]
+    elif digits.startswith("00"):
+        digits = digits[2:]  # international prefix 00 written for +
+    return digits if len(digits) >= 3 else ""
+
+
+def _candidates(qs: QuerySet, branches: list[Q], limit: int) -> list[int]:
+    """Ids matching any branch, one query per branch so each is served by its own trigram index
+    and stops at `limit` rows (an OR across columns makes PostgreSQL scan and rank every match)."""
+    ids: dict[int, None] = {}
+    for branch in branches:
+        ids.update(dict.fromkeys(qs.filter(branch).values_list("pk", flat=True)[:limit]))
+    return list(ids)
+
+
 def search(user: User, q: str, *, limit: int = SEARCH_LIMIT) -> SearchResults:
     """Accounts (name, external id, city, e-mail, web or e-mail domain) and people (name, e-mail,
-    phone) matching `q`, among the customers the user may see; best matches first.
+    phone, also typed as bare digits) matching `q`, among the customers the user may see; best
+    matches first.
 
     On PostgreSQL, trigram word similarity (pg_trgm, GIN-indexed) finds names with a typo as
-    well as substrings; on SQLite, a plain case-insensitive contains-search.
+    well as substrings, one index-served query per field; the visibility rule is applied in each
+    (as a short list of owners) and again on the final rows. On SQLite, a plain case-insensitive
+    contains-search.
     """
+    from accounts.selectors import visible_owner_ids
+
     q = _clean_query(q)
     if len(q) < SEARCH_MIN_LENGTH:
         return SearchResults(q, [], [], too_short=bool(q))
     accounts = Customer.objects.visible_to(user).select_related("owner")
     people = Person.objects.visible_to(user).select_related("customer").annotate(full_name=full_name_expression())
-    digits = "".join(ch for ch in q if ch.isdigit())
+    digits = _phone_digits_query(q)
+    if digits:
+        people = people.annotate(phone_digits=phone_digits_expression())
     if connection.vendor == "postgresql":
         from django.contrib.postgres.search import TrigramWordSimilarity
 
         import crm.lookups  # noqa: F401  (registers ilike_contains)
 
-        account_match = (
-            Q(name__trigram_word_similar=q) | Q(name__ilike_contains=q) | Q(city__ilike_contains=q)
-            | Q(email__ilike_contains=q) | Q(website__ilike_contains=q) | Q(external_id__ilike_contains=q)
-        )
-        accounts = accounts.filter(account_match).annotate(rank=TrigramWordSimilarity(q, "name"))
-        person_match = (
-            Q(full_name__trigram_word_similar=q) | Q(full_name__ilike_contains=q) | Q(email__ilike_contains=q)
-        )
-        if len(digits) >= 3:
-            person_match |= Q(phone__ilike_contains=q)
-        people = people.filter(person_match).annotate(rank=TrigramWordSimilarity(q, "full_name"))
-        accounts = accounts.order_by("-rank", "name", "id")
-        people = people.order_by("-rank", "last_name", "id")
+        owners = visible_owner_ids(user)
+        account_pool = Customer.objects.all() if owners is None else Customer.objects.filter(owner_id__in=owners)
+        person_pool = Person.objects.annotate(full_name=full_name_expression())
+        if owners is not None:
+            person_pool = person_pool.filter(customer__owner_id__in=owners)
+        account_branches = [Q(name__trigram_word_similar=q), Q(name__ilike_contains=q), Q(city__ilike_contains=q),
+                            Q(email__ilike_contains=q), Q(website__ilike_contains=q),
+                            Q(external_id__ilike_contains=q)]
+        person_branches = [Q(full_name__trigram_word_similar=q), Q(full_name__ilike_contains=q),
+                           Q(email__ilike_contains=q)]
+        if digits:
+            person_pool = person_pool.annotate(phone_digits=phone_digits_expression())
+            person_branches.append(Q(phone_digits__ilike_contains=digits))
+        account_ids = _candidates(account_pool, account_branches, SEARCH_BRANCH_LIMIT)
+        person_ids = _candidates(person_pool, person_branches, SEARCH_BRANCH_LIMIT)
+        accounts = (accounts.filter(pk__in=account_ids).annotate(rank=TrigramWordSimilarity(q, "name"))
+                    .order_by("-rank", "name", "id"))
+        people = (people.filter(pk__in=person_ids).annotate(rank=TrigramWordSimilarity(q, "full_name"))
+                  .order_by("-rank", "last_name", "id"))
     else:
         accounts = accounts.filter(
             Q(name__icontains=q) | Q(city__icontains=q) | Q(email__icontains=q) | Q(website__icontains=q)
             | Q(external_id__icontains=q)
         ).order_by("name", "id")
         person_match = Q(full_name__icontains=q) | Q(email__icontains=q)
-        if len(digits) >= 3:
-            person_match |= Q(phone__icontains=q)
+        if digits:
+            person_match |= Q(phone_digits__contains=digits)
         people = people.filter(person_match).order_by("last_name", "id")
     return SearchResults(q, list(accounts[:limit]), list(people[:limit]))
 
