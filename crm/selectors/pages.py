@@ -158,6 +158,9 @@ def account_for(user, pk: int) -> Customer:
     return get_object_or_404(Customer.objects.visible_to(user).select_related("owner", "owner__team"), pk=pk)
 
 
+ACCOUNT_TASKS_SHOWN = 8  # open tasks listed on Account 360 (the rest behind "All open tasks")
+
+
 def account_360(user, pk: int) -> dict[str, Any]:
     customer = account_for(user, pk)
     run = current_run()
@@ -176,8 +179,14 @@ def account_360(user, pk: int) -> dict[str, Any]:
         .order_by("-expected_value", "-score", "id")
     )
     last_contact = last_contact_of(customer)
+    open_tasks = customer.tasks.filter(done_at__isnull=True).select_related("assigned_to").order_by(
+        "due_on", "due_time", "id"
+    )
     return {
         "customer": customer,
+        "open_tasks": list(open_tasks[:ACCOUNT_TASKS_SHOWN]),
+        "open_task_count": open_tasks.count(),
+        "today": timezone.localdate(),
         "run": run,
         "value": value,
         "change": value_change(customer, run, value),

@@ -162,3 +162,23 @@ def test_on_a_phone_people_and_opportunities_come_before_the_timeline(page, sale
     assert top("#opportunities") < top("#timeline")
     assert top("#dmu") < top("#opportunities")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+
+def test_a_task_added_on_account_360_shows_on_my_day(page, sales_org):
+    customer = f.customer(name="Acme Tools", owner=sales_org["north_rep1"])
+    log_in(page, "north_rep1")
+    page.goto(f"/customers/{customer.pk}/")
+    page.get_by_role("link", name="Add task").click()
+    form = page.get_by_role("form", name="New task")
+    form.get_by_label("What to do").fill("Call Anna about the renewal")
+    form.get_by_label("Due on").fill(timezone.localdate().isoformat())
+    form.get_by_role("button", name="Add task").click()
+    expect(page.get_by_text("Call Anna about the renewal").first).to_be_visible()
+    task = customer.tasks.get()
+    assert task.assigned_to == sales_org["north_rep1"] and task.due_on == timezone.localdate()
+    page.goto(f"/customers/{customer.pk}/")
+    expect(page.locator("#account-tasks")).to_contain_text("Call Anna about the renewal")
+    expect(page.locator("#account-tasks")).to_contain_text("Due today")
+    page.get_by_role("link", name="My day").first.click()
+    expect(page.locator("#tasks-today")).to_contain_text("Call Anna about the renewal")
+    assert page.js_errors == []

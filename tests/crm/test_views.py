@@ -236,11 +236,32 @@ def test_account_360_query_count_is_bounded(client, rep, account, django_assert_
         f.purchase(customer=account, product=product)
         f.usage(holding=f.holding(customer=account, product=f.product()), used=i)
         f.opportunity(customer=account, product=f.product())
+        f.task(customer=account, assigned_to=rep, title=f"Task {i}")
     login(client, rep)
     with django_assert_max_num_queries(20):
         assert client.get(reverse("crm:account_detail", args=[account.pk])).status_code == 200
     with django_assert_max_num_queries(8):
         assert client.get(reverse("crm:account_facets", args=[account.pk]), {"tab": "holdings"}).status_code == 200
+
+
+def test_account_360_lists_open_tasks_and_offers_add_task(client, rep, account):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    today = timezone.localdate()
+    for i in range(10):
+        f.task(customer=account, assigned_to=rep, title=f"Open task {i}", due_on=today + timedelta(days=i))
+    f.task(customer=account, assigned_to=rep, title="Finished task", due_on=today, done_at=timezone.now())
+    f.task(customer=f.customer(owner=rep), assigned_to=rep, title="Other account's task", due_on=today)
+    html = login(client, rep).get(reverse("crm:account_detail", args=[account.pk])).content.decode()
+    assert "10 open" in html
+    assert "Open task 0" in html and "Due today" in html
+    assert "Open task 7" in html and "Open task 8" not in html  # the first few, soonest due first
+    assert "Finished task" not in html and "Other account's task" not in html
+    assert f'{reverse("crm:task_create")}?customer={account.pk}">Add task</a>' in html
+    form = client.get(reverse("crm:task_create"), {"customer": account.pk}).content.decode()
+    assert account.name in form
 
 
 # -- quick forms --------------------------------------------------------------------------------
