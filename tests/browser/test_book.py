@@ -175,7 +175,8 @@ def test_a_task_added_on_account_360_shows_on_my_day(page, sales_org):
     form.get_by_role("button", name="Add task").click()
     expect(page.get_by_text("Call Anna about the renewal").first).to_be_visible()
     task = customer.tasks.get()
-    assert task.assigned_to == sales_org["north_rep1"] and task.due_on == timezone.localdate()
+    assert task.assigned_to == sales_org["north_rep1"]
+    assert task.due_on == timezone.localdate()
     page.goto(f"/customers/{customer.pk}/")
     expect(page.locator("#account-tasks")).to_contain_text("Call Anna about the renewal")
     expect(page.locator("#account-tasks")).to_contain_text("Due today")

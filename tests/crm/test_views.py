@@ -256,9 +256,12 @@ def test_account_360_lists_open_tasks_and_offers_add_task(client, rep, account):
     f.task(customer=f.customer(owner=rep), assigned_to=rep, title="Other account's task", due_on=today)
     html = login(client, rep).get(reverse("crm:account_detail", args=[account.pk])).content.decode()
     assert "10 open" in html
-    assert "Open task 0" in html and "Due today" in html
-    assert "Open task 7" in html and "Open task 8" not in html  # the first few, soonest due first
-    assert "Finished task" not in html and "Other account's task" not in html
+    assert "Open task 0" in html
+    assert "Due today" in html
+    assert "Open task 7" in html  # the first few, soonest due first
+    assert "Open task 8" not in html
+    assert "Finished task" not in html
+    assert "Other account's task" not in html
     assert f'{reverse("crm:task_create")}?customer={account.pk}">Add task</a>' in html
     form = client.get(reverse("crm:task_create"), {"customer": account.pk}).content.decode()
     assert account.name in form
