@@ -7,7 +7,7 @@ attaches the signed-in user, or the API token's user and token, to every write r
 commands and tasks use `history_context(via=...)`.
 
 Reads are bounded by the visibility rule: a record's history is shown to whoever may see
-its customer now (products: everyone).
+its customer now (products: everyone; tasks: also whoever they are assigned to now).
 
 History needs PostgreSQL: on SQLite (the embedded default) the tables exist but stay empty,
 and `history_recorded()` is False so pages and the API say so.
@@ -151,7 +151,11 @@ def visible_events(model: type[models.Model], user) -> models.QuerySet:
         if not getattr(user, "is_authenticated", False) or not user.is_active:
             return qs.none()
         return qs
-    return qs.filter(customer_visibility_q(user, path))
+    visible = customer_visibility_q(user, path)
+    if model._meta.label_lower == "crm.task" and getattr(user, "is_authenticated", False) and user.is_active \
+            and not user.sees_everything:
+        visible |= models.Q(pgh_obj__assigned_to=user)  # as crm.models.TaskQuerySet: the assignee sees it too
+    return qs.filter(visible)
 
 
 def object_events(model: type[models.Model], pk: int, user) -> models.QuerySet:
@@ -231,7 +235,7 @@ def entries(model: type[models.Model], events) -> list[HistoryEntry]:
 
 
 def _title(model, event) -> str:
-    for name in ("name", "subject", "sku", "last_name", "order_ref"):
+    for name in ("name", "subject", "title", "sku", "last_name", "order_ref"):
         value = getattr(event, name, "")
         if value:
             return str(value)

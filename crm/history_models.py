@@ -9,8 +9,8 @@ FROM unnest(...)` and COPY are recorded like single saves, at a small cost per r
 The feed's own columns (`change_txid`, `change_seq`) and `updated_at` are not kept: a save
 that changes nothing else records nothing.
 
-Imported at the end of crm/models.py. To track another model (crm.Task, say), add it to
-`HISTORY_MODELS` below (resource name -> model) and run `makemigrations crm`.
+Imported at the end of crm/models.py. To track another model, create its event model with
+`track_history`, add it to `HISTORY_MODELS` and `EVENT_MODELS` below and run `makemigrations crm`.
 On SQLite the tables exist but no trigger fills them: history needs PostgreSQL.
 """
 
@@ -19,11 +19,11 @@ from __future__ import annotations
 import pghistory
 from django.db import models
 
-from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Usage
+from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Task, Usage
 
 __all__ = [
     "ContactHistory", "CustomerHistory", "EventHistory", "HoldingHistory", "OpportunityHistory", "PersonHistory",
-    "ProductHistory", "PurchaseHistory", "UsageHistory",
+    "ProductHistory", "PurchaseHistory", "TaskHistory", "UsageHistory",
 ]
 
 NOT_TRACKED = ("change_txid", "change_seq", "updated_at")
@@ -79,9 +79,9 @@ UsageHistory = track_history(Usage)
 ContactHistory = track_history(Contact)
 EventHistory = track_history(Event)
 OpportunityHistory = track_history(Opportunity)
+TaskHistory = track_history(Task)  # standalone tasks and contacts' follow-ups
 
-# Resource name (as in the API's paths) -> the tracked model. crm.Task joins here once it exists:
-#   from crm.models import Task; TaskHistory = track_history(Task); HISTORY_MODELS["tasks"] = Task
+# Resource name (as in the API's paths) -> the tracked model.
 HISTORY_MODELS: dict[str, type[models.Model]] = {
     "customers": Customer,
     "people": Person,
@@ -92,6 +92,7 @@ HISTORY_MODELS: dict[str, type[models.Model]] = {
     "contacts": Contact,
     "events": Event,
     "opportunities": Opportunity,
+    "tasks": Task,
 }
 EVENT_MODELS: dict[type[models.Model], type[models.Model]] = {
     Customer: CustomerHistory,
@@ -103,4 +104,5 @@ EVENT_MODELS: dict[type[models.Model], type[models.Model]] = {
     Contact: ContactHistory,
     Event: EventHistory,
     Opportunity: OpportunityHistory,
+    Task: TaskHistory,
 }

@@ -5,6 +5,7 @@ Recorded by database triggers, so these run on PostgreSQL (history is not record
 
 from __future__ import annotations
 
+import datetime
 from decimal import Decimal
 
 import pytest
@@ -13,7 +14,7 @@ from django.urls import reverse
 
 from crm import history, services
 from crm.history_models import EVENT_MODELS, HISTORY_MODELS
-from crm.models import Customer, Opportunity, Purchase
+from crm.models import Customer, Opportunity, Purchase, Task
 from tests.crm import factories as f
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
@@ -29,6 +30,7 @@ CHANGES = {
     "contacts": ("contact", {"subject": "Renewal talk"}, "subject"),
     "events": ("event", {"description": "Series B"}, "description"),
     "opportunities": ("opportunity", {"status": "accepted"}, "status"),
+    "tasks": ("task", {"title": "Call Anna about the renewal"}, "title"),
 }
 
 
@@ -165,3 +167,112 @@ def test_account_360_history_tab_shows_this_account_only(client, book, sales_org
     client.force_login(sales_org["south_rep1"])
     assert client.get(reverse("crm:account_detail", args=[customer.pk]), {"tab": "history"}).status_code == 404
 
+
+
+def _bulk_record(resource, book, n, changed=False):
+    """One record for `resource`'s bulk upsert, keyed BK-<n>; `changed` alters the field checked."""
+    a1 = book["a1"]
+    value = "after" if changed else "before"
+    return {
+        "customers": {"name": f"Bulk {value}"},
+        "people": {"customer": "C-a1", "last_name": "Bulk", "job_title": value},
+        "products": {"sku": f"BK-SKU-{n}", "name": f"Bulk {value}", "family": f"bulk {n}", "list_price": "10.00"},
+        "purchases": {"customer": "C-a1", "amount": "10.00" if not changed else "11.00",
+                      "purchased_at": "2026-03-01T12:00:00Z"},
+        "holdings": {"customer": "C-a1", "product": a1["product"].pk, "quantity": 2 if not changed else 3,
+                     "since": "2026-01-01"},
+        "usage": {"holding": a1["holding"].pk, "period_start": f"2025-0{n + 1}-01", "period_end": f"2025-0{n + 1}-28",
+                  "used": "1", "note": value},
+        "contacts": {"customer": "C-a1", "channel": "call", "subject": f"Bulk {value}",
+                     "occurred_at": "2026-03-02T10:00:00Z"},
+        "events": {"customer": "C-a1", "kind": "funding", "occurred_at": "2026-03-02T10:00:00Z",
+                   "description": value},
+        "tasks": {"customer": "C-a1", "title": f"Bulk {value}", "due_on": "2026-12-01"},
+    }[resource] | {"external_id": f"BK-{resource}-{n}"}
+
+
+BULK_FIELDS = {"customers": "name", "people": "job_title", "products": "name", "purchases": "amount",
+               "holdings": "quantity", "usage": "note", "contacts": "subject", "events": "description",
+               "tasks": "title"}
+
+
+def test_every_bulk_resource_has_a_bulk_history_check():
+    bulk_resources = set(HISTORY_MODELS) - {"opportunities"}  # suggestions are not created by clients
+    assert set(BULK_FIELDS) == bulk_resources
+
+
+@pytest.mark.parametrize("resource", list(BULK_FIELDS))
+def test_bulk_upsert_of_every_resource_records_who_and_old_and_new(resource, api, book, sales_org):
+    actor = sales_org["admin"] if resource == "products" else sales_org["north_rep1"]
+    client = api(actor)
+    model = HISTORY_MODELS[resource]
+    records = [_bulk_record(resource, book, n) for n in range(2)]
+    created = client.post(f"/api/v1/{resource}/bulk/", {"records": records}, format="json")
+    assert created.status_code == 200, created.content
+    assert client.post(f"/api/v1/{resource}/bulk/", {"records": records}, format="json").json()["updated"] == 0
+    records[1] = _bulk_record(resource, book, 1, changed=True)
+    assert client.post(f"/api/v1/{resource}/bulk/", {"records": records}, format="json").json()["updated"] == 1
+
+    field = BULK_FIELDS[resource]
+    unchanged, changed = (model.objects.get(external_id=r["external_id"]) for r in records)
+    assert [e["op"] for e in _history(client, resource, unchanged.pk)["results"]] == ["created"]
+    entries = _history(client, resource, changed.pk)["results"]
+    assert [e["op"] for e in entries] == ["updated", "created"]
+    update = entries[0]
+    [change] = [c for c in update["changes"] if c["field"] == field]
+    assert change["old"] != change["new"]
+    assert str(change["new"]) == str(getattr(changed, field))
+    assert {"field": field, "old": change["old"], "new": change["new"]} in update["changes"]
+    assert update["actor"]["user"] == actor.pk
+    assert update["actor"]["token_name"] == "tests"
+    assert update["actor"]["url"] == f"/api/v1/{resource}/bulk/"
+    created_entry = entries[1]
+    assert created_entry["actor"]["method"] == "POST"
+    assert any(c["field"] == "external_id" and c["old"] is None and c["new"] == records[1]["external_id"]
+               for c in created_entry["changes"])
+
+
+def test_task_history_shows_follow_ups_and_completion_on_the_history_tab(client, api, book, sales_org):
+    rep = sales_org["north_rep1"]
+    task = book["a1"]["task"]
+    response = api(rep).patch(f"/api/v1/tasks/{task.pk}/", {"done_at": "2026-03-03T09:00:00Z", "outcome": "Booked"},
+                              format="json")
+    assert response.status_code == 200, response.content
+    entries = _history(api(rep), "tasks", task.pk)["results"]
+    assert [e["op"] for e in entries] == ["updated", "created"]
+    assert {"field": "outcome", "old": "", "new": "Booked"} in entries[0]["changes"]
+
+    contact = f.contact(customer=book["a1"]["customer"], follow_up_on=datetime.date(2026, 12, 1), subject="Demo")
+    follow_up = Task.objects.get(contact=contact)
+    follow_up_entries = _history(api(rep), "tasks", follow_up.pk)["results"]
+    assert follow_up_entries[-1]["op"] == "created"
+    assert {"field": "contact", "old": None, "new": contact.pk} in follow_up_entries[-1]["changes"]
+
+    client.force_login(rep)
+    html = client.get(reverse("crm:account_detail", args=[book["a1"]["customer"].pk]), {"tab": "history"}).content
+    assert "Outcome: — → Booked" in html.decode()
+    assert "Outcome" in html.decode()
+
+
+def test_task_history_follows_the_task_visibility_rule(api, book, sales_org):
+    task = book["a1"]["task"]  # a customer of north_rep1
+    api(sales_org["north_rep1"]).patch(f"/api/v1/tasks/{task.pk}/", {"title": "Renamed"}, format="json")
+    assert api(sales_org["south_rep1"]).get(f"/api/v1/tasks/{task.pk}/history/").status_code == 404
+    assert api(sales_org["north_manager"]).get(f"/api/v1/tasks/{task.pk}/history/").status_code == 200
+    # Assigned to someone who does not see the customer: the assignee sees the task and its history.
+    Task.objects.filter(pk=task.pk).update(assigned_to=sales_org["south_rep1"])
+    entries = _history(api(sales_org["south_rep1"]), "tasks", task.pk)["results"]
+    assert [e["op"] for e in entries] == ["updated", "updated", "created"]
+    assert api(sales_org["north_rep2"]).get(f"/api/v1/tasks/{task.pk}/history/").status_code == 404
+
+
+def test_csv_import_into_an_existing_account_records_the_lines_and_leaves_the_account_alone(tmp_path, book):
+    path = tmp_path / "purchases.csv"
+    customer_events = EVENT_MODELS[Customer].objects.filter(pgh_obj_id=book["a1"]["customer"].pk).count()
+    path.write_text("customer_external_id,purchased_at,amount\nC-a1,2026-01-05,100.00\n")
+    call_command("import_purchases", str(path), verbosity=0)
+    events = EVENT_MODELS[Purchase].objects.filter(customer_id=book["a1"]["customer"].pk, pgh_label="insert")
+    [imported] = [e for e in history.entries(Purchase, events) if {c.field: c.new for c in e.changes}.get("amount")
+                  == Decimal("100.00")]
+    assert imported.actor == {"via": "import_purchases"}
+    assert EVENT_MODELS[Customer].objects.filter(pgh_obj_id=book["a1"]["customer"].pk).count() == customer_events
