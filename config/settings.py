@@ -306,6 +306,10 @@ CRM_DATE_FORMAT = env.str("CRM_DATE_FORMAT", default="j M Y")
 # learns from the suggestions of its kind that were won, lost or dismissed.
 OPPORTUNITY_WIN_PRIOR_A = env.float("OPPORTUNITY_WIN_PRIOR_A", default=1.0)
 OPPORTUNITY_WIN_PRIOR_B = env.float("OPPORTUNITY_WIN_PRIOR_B", default=4.0)
+# A rule's win and dismissal rates are shrunk toward its kind's with this many pseudo-decisions.
+OPPORTUNITY_RULE_PRIOR_STRENGTH = env.float("OPPORTUNITY_RULE_PRIOR_STRENGTH", default=10.0)
+# Days a dismissal keeps a suggestion away; "already has it"/"not relevant" hold back the product for the customer.
+CRM_SUPPRESS_DAYS = env.int("CRM_SUPPRESS_DAYS", default=180)
 OPPORTUNITY_MIN_SUPPORT = env.float("OPPORTUNITY_MIN_SUPPORT", default=0.001)  # share of customers holding A and B
 OPPORTUNITY_MIN_COUNT = env.int("OPPORTUNITY_MIN_COUNT", default=5)  # customers holding A and B, at least
 OPPORTUNITY_MIN_LIFT = env.float("OPPORTUNITY_MIN_LIFT", default=1.0)  # rules must beat the base rate

@@ -637,6 +637,33 @@ class Opportunity(SyncedModel):
         return f"{self.get_kind_display()} {self.product.sku} for {self.customer}"
 
 
+class OpportunityOutcome(models.Model):
+    """An earlier outcome of a suggestion that came back: kept so the outcome rates still count it.
+
+    When a dismissal is older than CRM_SUPPRESS_DAYS and the engine suggests the same thing again,
+    the opportunity opens once more and what was decided before is archived here.
+    """
+
+    opportunity = models.ForeignKey(Opportunity, on_delete=models.CASCADE, related_name="earlier_outcomes")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20, choices=Opportunity.Kind.choices)
+    rule = models.CharField(max_length=120, blank=True, default="")
+    status = models.CharField(max_length=20, choices=Opportunity.Status.choices)
+    dismiss_reason = models.CharField(max_length=20, choices=Opportunity.DismissReason.choices, blank=True)
+    decided_at = models.DateTimeField()
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    archived_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["kind", "rule"], name="opp_outcome_kind_rule_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.rule or '-'} {self.status} ({self.decided_at:%Y-%m-%d})"
+
+
 class TaskQuerySet(VisibleQuerySet):
     """Tasks are seen through their customer, and by whoever they are assigned to."""
 

@@ -83,6 +83,16 @@ def win_rate(won: int, decided: int, *, prior_a: float = 1.0, prior_b: float = 4
     return (prior_a + won) / (prior_a + prior_b + max(decided, won))
 
 
+def shrunk_rate(successes: int, trials: int, *, prior_rate: float, strength: float) -> float:
+    """Posterior mean under a Beta prior with mean prior_rate and `strength` pseudo-trials.
+
+    With no trials it is prior_rate; with many it tends to successes / trials. Used to shrink a
+    rule's rate toward its kind's, so a new rule is neither punished nor favoured.
+    """
+    prior_rate = min(max(prior_rate, 0.0), 1.0)
+    return (strength * prior_rate + successes) / (strength + max(trials, successes))
+
+
 def value_factor(values: np.ndarray) -> np.ndarray:
     """Customer value relative to the mean positive value, clipped to [0.25, 4]."""
     values = np.asarray(values, dtype=np.float64)

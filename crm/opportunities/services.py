@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -20,6 +20,7 @@ from crm.opportunities import engine
 
 log = logging.getLogger(__name__)
 BATCH = 5000
+SUPPRESSING_REASONS = (Opportunity.DismissReason.ALREADY_HAS, Opportunity.DismissReason.NOT_RELEVANT)
 
 
 @dataclass
@@ -29,6 +30,8 @@ class RegenerationResult:
     reopened: int = 0
     expired: int = 0
     kept: int = 0  # suggestions whose accepted/dismissed/won/lost status was left alone
+    returned: int = 0  # dismissed longer ago than CRM_SUPPRESS_DAYS, suggested again: open once more
+    suppressed: int = 0  # (customer, product) pairs held back by a recent "already has it"/"not relevant"
     cross_sell: int = 0
     up_sell: int = 0
     value_source: str = "historical"
@@ -88,24 +91,112 @@ def _customer_values(
 
 def win_rates() -> dict[str, float]:
     """Per kind, how often its suggestions were won out of those decided (won, lost, dismissed), with a Beta prior."""
-    decided_statuses = [Opportunity.Status.WON, Opportunity.Status.LOST, Opportunity.Status.DISMISSED]
-    counts = {kind: [0, 0] for kind in Opportunity.Kind.values}
-    rows = (
-        Opportunity.objects.filter(status__in=decided_statuses)
-        .values("kind", "status")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
-    for r in rows:
-        c = counts.setdefault(r["kind"], [0, 0])
-        c[1] += r["n"]
-        if r["status"] == Opportunity.Status.WON:
-            c[0] += r["n"]
-    return {
-        kind: engine.win_rate(won, decided, prior_a=settings.OPPORTUNITY_WIN_PRIOR_A,
-                              prior_b=settings.OPPORTUNITY_WIN_PRIOR_B)
-        for kind, (won, decided) in counts.items()
+    return {kind: r.win_rate for kind, r in outcome_rates().kinds.items()}
+
+
+@dataclass
+class OutcomeRate:
+    """Outcomes of one kind (rule "") or one (kind, rule): counts and the smoothed rates used for ranking.
+
+    win_rate is the posterior mean of P(won | decided), decided = won + lost + dismissed. For a
+    kind the prior is Beta(OPPORTUNITY_WIN_PRIOR_A, OPPORTUNITY_WIN_PRIOR_B); for a rule it is a
+    Beta centred on its kind's win rate with OPPORTUNITY_RULE_PRIOR_STRENGTH pseudo-decisions, so
+    a new rule starts at its kind's rate and moves only as its own outcomes accumulate.
+    dismiss_rate is smoothed the same way (kind prior: the kind's own raw rate).
+    """
+
+    kind: str
+    rule: str
+    suggested: int = 0  # every suggestion made, whatever became of it (earlier cycles included)
+    open: int = 0
+    accepted: int = 0
+    dismissed: int = 0
+    won: int = 0
+    lost: int = 0
+    win_rate: float = 0.0
+    dismiss_rate: float = 0.0
+
+    @property
+    def decided(self) -> int:
+        return self.won + self.lost + self.dismissed
+
+    @property
+    def acted(self) -> int:
+        return self.accepted + self.decided
+
+
+@dataclass
+class OutcomeRates:
+    kinds: dict[str, OutcomeRate]
+    rules: dict[tuple[str, str], OutcomeRate]
+    prior_a: float
+    prior_b: float
+    rule_strength: float
+
+    def for_suggestion(self, kind: str, rule: str) -> float:
+        """The win rate a suggestion of this kind and rule is weighted by: the rule's, else the kind's."""
+        r = self.rules.get((kind, rule)) if rule else None
+        return r.win_rate if r is not None else self.kinds[kind].win_rate
+
+
+def outcome_rates() -> OutcomeRates:
+    """Observed outcomes per kind and per (kind, rule), from the opportunities and their archived earlier cycles.
+
+    Two grouped queries. Rows with an empty rule (made before rules were recorded) count for
+    their kind only.
+    """
+    from crm.models import OpportunityOutcome  # noqa: PLC0415
+
+    a, b = settings.OPPORTUNITY_WIN_PRIOR_A, settings.OPPORTUNITY_WIN_PRIOR_B
+    m = settings.OPPORTUNITY_RULE_PRIOR_STRENGTH
+    kinds = {k: OutcomeRate(kind=k, rule="") for k in Opportunity.Kind.values}
+    rules: dict[tuple[str, str], OutcomeRate] = {}
+    status_field = {
+        Opportunity.Status.OPEN: "open", Opportunity.Status.ACCEPTED: "accepted",
+        Opportunity.Status.DISMISSED: "dismissed", Opportunity.Status.WON: "won", Opportunity.Status.LOST: "lost",
     }
+    current = Opportunity.objects.values("kind", "rule", "status").annotate(n=Count("pk")).order_by()
+    archived = OpportunityOutcome.objects.values("kind", "rule", "status").annotate(n=Count("pk")).order_by()
+    for row in [*current, *archived]:
+        targets = [kinds.setdefault(row["kind"], OutcomeRate(kind=row["kind"], rule=""))]
+        if row["rule"]:
+            key = (row["kind"], row["rule"])
+            targets.append(rules.setdefault(key, OutcomeRate(kind=row["kind"], rule=row["rule"])))
+        for t in targets:
+            t.suggested += row["n"]
+            name = status_field.get(row["status"])
+            if name:
+                setattr(t, name, getattr(t, name) + row["n"])
+    for k in kinds.values():
+        k.win_rate = engine.win_rate(k.won, k.decided, prior_a=a, prior_b=b)
+        k.dismiss_rate = engine.shrunk_rate(k.dismissed, k.acted, prior_rate=b / (a + b), strength=a + b)
+    for r in rules.values():
+        base = kinds[r.kind]
+        r.win_rate = engine.shrunk_rate(r.won, r.decided, prior_rate=base.win_rate, strength=m)
+        r.dismiss_rate = engine.shrunk_rate(r.dismissed, r.acted, prior_rate=base.dismiss_rate, strength=m)
+    return OutcomeRates(kinds=kinds, rules=rules, prior_a=a, prior_b=b, rule_strength=m)
+
+
+def _apply_outcome_rates(suggestions: dict, rates: OutcomeRates) -> None:
+    """Weight each suggestion's expected value and score by its rule's win rate (in place).
+
+    The engine computes EV = min(margin, CLV) x P(alive) with a win rate of 1; this makes it
+    EV x win rate(kind, rule), so EV <= CLV still holds and the score (evidence x EV) moves with it.
+    """
+    for key, (from_product, score, ev, text, data, rule) in suggestions.items():
+        w = rates.for_suggestion(key[2], rule)
+        data["win_rate"] = round(w, 4)
+        suggestions[key] = (from_product, score * w, ev * w, text, data, rule)
+
+
+def _suppressed_products(now) -> set[tuple[int, int]]:
+    """(customer, product) pairs dismissed as "already has it" or "not relevant" within CRM_SUPPRESS_DAYS."""
+    since = now - timedelta(days=settings.CRM_SUPPRESS_DAYS)
+    return set(
+        Opportunity.objects.filter(
+            status=Opportunity.Status.DISMISSED, dismiss_reason__in=SUPPRESSING_REASONS, status_changed_at__gte=since,
+        ).values_list("customer_id", "product_id")
+    )
 
 
 def _fmt_money(x: float) -> str:
@@ -173,7 +264,7 @@ def opportunities_regenerate(
 
     t1 = time.perf_counter()
     value, p_alive, ev_cap, result.value_source = _customer_values(customer_ids, c_index)
-    rates = win_rates()
+    rates = outcome_rates()
     result.timings["values"] = time.perf_counter() - t1
 
     t1 = time.perf_counter()
@@ -182,7 +273,7 @@ def opportunities_regenerate(
         held, min_support=min_support, min_count=cfg.OPPORTUNITY_MIN_COUNT, min_lift=cfg.OPPORTUNITY_MIN_LIFT
     )
     cs = engine.cross_sell(
-        held, rules, margin=margin, cap=ev_cap, p_alive=p_alive, win_rate=rates[Opportunity.Kind.CROSS_SELL], top_k=top_k
+        held, rules, margin=margin, cap=ev_cap, p_alive=p_alive, win_rate=1.0, top_k=top_k
     )
 
     periods = cfg.UPSELL_PERIODS
@@ -211,7 +302,7 @@ def opportunities_regenerate(
     us = engine.up_sell(
         holding_customer=h_cust, holding_product=h_prod, holding_quantity=h_qty, utilisation=util,
         next_tier=next_tier, tier=tier, family_max_tier=family_max_tier, margin=margin,
-        customer_value=value, cap=ev_cap, p_alive=p_alive, held=held, win_rate=rates[Opportunity.Kind.UP_SELL],
+        customer_value=value, cap=ev_cap, p_alive=p_alive, held=held, win_rate=1.0,
         threshold=cfg.UPSELL_UTILISATION_THRESHOLD, periods=periods,
         high_value_quantile=cfg.UPSELL_HIGH_VALUE_QUANTILE,
     )
@@ -235,11 +326,10 @@ def opportunities_regenerate(
             "confidence": round(conf, 4), "lift": round(lift, 3), "support": round(sup, 5),
             "antecedent_holders": int(rules.holders[a]), "co_holders": int(rules.co[a, b]),
             "margin": round(float(margin[b]), 2), "cap": _cap(ev_cap[c]),
-            "win_rate": round(rates[Opportunity.Kind.CROSS_SELL], 4),
             "p_alive": round(float(p_alive[c]), 4), "value_source": result.value_source,
         }
         suggestions[(int(customer_ids[c]), int(p_ids[b]), Opportunity.Kind.CROSS_SELL)] = (
-            None, score, ev, text, data,
+            None, score, ev, text, data, "holdings:association",
         )
     result.cross_sell = len(cs.customer)
     for hi, b, reason, u, ev, score in zip(
@@ -264,16 +354,20 @@ def opportunities_regenerate(
             "utilisation": None if np.isnan(u) else round(u, 4), "periods": periods,
             "capacity": None if np.isnan(cap_last[hi]) else float(cap_last[hi]),
             "customer_value": round(float(value[c]), 2), "cap": _cap(ev_cap[c]),
-            "win_rate": round(rates[Opportunity.Kind.UP_SELL], 4),
             "p_alive": round(float(p_alive[c]), 4), "value_source": result.value_source,
         }
         suggestions[(int(customer_ids[c]), int(p_ids[b]), Opportunity.Kind.UP_SELL)] = (
-            int(p_ids[a]), score, ev, text, data,
+            int(p_ids[a]), score, ev, text, data, f"up_sell:{reason}",
         )
     result.up_sell = len(us.holding)
     result.timings["evidence"] = time.perf_counter() - t1
 
     t1 = time.perf_counter()
+    _apply_outcome_rates(suggestions, rates)
+    suppressed = _suppressed_products(now)
+    for key in [k for k in suggestions if (k[0], k[1]) in suppressed]:
+        del suggestions[key]
+    result.suppressed = len(suppressed)
     _merge(suggestions, now=now, result=result)
     result.timings["write"] = time.perf_counter() - t1
     result.timings["total"] = time.perf_counter() - t0
@@ -283,11 +377,24 @@ def opportunities_regenerate(
 
 @transaction.atomic
 def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
-    existing = Opportunity.objects.values_list("pk", "customer_id", "product_id", "kind", "status")
+    """Write the suggestions: (customer, product, kind) -> (from_product, score, ev, evidence, data, rule).
+
+    Accepted, won and lost rows keep their status. A dismissed row keeps it for CRM_SUPPRESS_DAYS;
+    suggested again after that, it opens once more and its earlier outcome is archived
+    (OpportunityOutcome) so the rates still count it.
+    """
+    from crm.models import OpportunityOutcome  # noqa: PLC0415
+
+    returns_before = now - timedelta(days=settings.CRM_SUPPRESS_DAYS)
+    existing = Opportunity.objects.values_list(
+        "pk", "customer_id", "product_id", "kind", "status", "rule", "dismiss_reason", "status_changed_at",
+        "status_changed_by_id",
+    )
     to_update: list[tuple] = []
     to_expire: list[int] = []
+    archive: list[OpportunityOutcome] = []
     seen: set = set()
-    for pk, cid, pid, kind, status in existing.iterator(chunk_size=20_000):
+    for pk, cid, pid, kind, status, rule, reason, changed_at, changed_by in existing.iterator(chunk_size=20_000):
         key = (cid, pid, kind)
         s = suggestions.get(key)
         if s is None:
@@ -300,9 +407,16 @@ def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
         elif status == Opportunity.Status.EXPIRED:
             to_update.append((pk, Opportunity.Status.OPEN, *s))
             result.reopened += 1
+        elif status == Opportunity.Status.DISMISSED and (changed_at is None or changed_at < returns_before):
+            archive.append(OpportunityOutcome(
+                opportunity_id=pk, customer_id=cid, product_id=pid, kind=kind, rule=rule, status=status,
+                dismiss_reason=reason, decided_at=changed_at or now, decided_by_id=changed_by, archived_at=now,
+            ))
+            to_update.append((pk, Opportunity.Status.OPEN, *s))
+            result.returned += 1
         else:
             result.kept += 1
-    result.updated = len(to_update) - result.reopened
+    result.updated = len(to_update) - result.reopened - result.returned
     result.expired = len(to_expire)
     new = [(k, s) for k, s in suggestions.items() if k not in seen]
     result.created = len(new)
@@ -311,12 +425,13 @@ def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
         Opportunity.objects.filter(pk__in=to_expire[i : i + BATCH]).update(
             status=Opportunity.Status.EXPIRED, status_changed_at=now, status_changed_by=None, updated_at=now
         )
+    OpportunityOutcome.objects.bulk_create(archive, batch_size=BATCH)
     _bulk_update(to_update, now)
     objs = (
         Opportunity(
             customer_id=k[0], product_id=k[1], kind=k[2], from_product_id=s[0], score=max(s[1], 0.0),
-            expected_value=_money(s[2]), evidence=s[3], evidence_data=s[4], status=Opportunity.Status.OPEN,
-            generated_at=now,
+            expected_value=_money(s[2]), evidence=s[3], evidence_data=s[4], rule=s[5],
+            status=Opportunity.Status.OPEN, generated_at=now,
         )
         for k, s in new
     )
@@ -339,7 +454,10 @@ def _money(x: float) -> Decimal:
 
 
 def _bulk_update(rows: list[tuple], now) -> None:
-    """Refresh (pk, status, from_product, score, ev, evidence, data) rows; PostgreSQL gets UPDATE ... FROM VALUES."""
+    """Refresh (pk, status, from_product, score, ev, evidence, data, rule) rows to open; PostgreSQL gets UPDATE ... FROM VALUES.
+
+    A row that changes status (expired or dismissed, now open) loses its dismissal reason and who changed it.
+    """
     if not rows:
         return
     if connection.vendor == "postgresql":
@@ -350,31 +468,35 @@ def _bulk_update(rows: list[tuple], now) -> None:
         sql = (
             "UPDATE crm_opportunity o SET status = v.status, from_product_id = v.from_product_id::bigint, "
             "score = v.score, expected_value = v.ev::numeric, evidence = v.evidence, "
-            "evidence_data = v.data::jsonb, generated_at = %s, updated_at = %s, "
-            "status_changed_at = CASE WHEN o.status <> v.status THEN %s ELSE o.status_changed_at END "
-            "FROM (VALUES %%s) AS v(id, status, from_product_id, score, ev, evidence, data) WHERE o.id = v.id"
+            "evidence_data = v.data::jsonb, rule = v.rule, generated_at = %s, updated_at = %s, "
+            "status_changed_at = CASE WHEN o.status <> v.status THEN %s ELSE o.status_changed_at END, "
+            "status_changed_by_id = CASE WHEN o.status <> v.status THEN NULL ELSE o.status_changed_by_id END, "
+            "dismiss_reason = '', dismiss_note = '' "
+            "FROM (VALUES %%s) AS v(id, status, from_product_id, score, ev, evidence, data, rule) WHERE o.id = v.id"
         )
         with connection.cursor() as cur:
             raw = cur.cursor if hasattr(cur, "cursor") else cur
             sql = raw.mogrify(sql, (now, now, now)).decode()
             for i in range(0, len(rows), BATCH):
                 chunk = [
-                    (pk, st, fp, max(sc, 0.0), str(_money(ev)), txt, json.dumps(data))
-                    for pk, st, fp, sc, ev, txt, data in rows[i : i + BATCH]
+                    (pk, st, fp, max(sc, 0.0), str(_money(ev)), txt, json.dumps(data), rule)
+                    for pk, st, fp, sc, ev, txt, data, rule in rows[i : i + BATCH]
                 ]
                 execute_values(raw, sql, chunk, page_size=BATCH)
         return
     objs = []
-    for pk, st, fp, sc, ev, txt, data in rows:
+    for pk, st, fp, sc, ev, txt, data, rule in rows:
         objs.append(
             Opportunity(
                 pk=pk, status=st, from_product_id=fp, score=max(sc, 0.0), expected_value=_money(ev), evidence=txt,
-                evidence_data=data, generated_at=now, updated_at=now, status_changed_at=now,
+                evidence_data=data, rule=rule, generated_at=now, updated_at=now, status_changed_at=now,
+                status_changed_by=None, dismiss_reason="", dismiss_note="",
             )
         )
     Opportunity.objects.bulk_update(
         objs,
-        ["status", "from_product", "score", "expected_value", "evidence", "evidence_data", "generated_at", "updated_at"],
+        ["status", "from_product", "score", "expected_value", "evidence", "evidence_data", "rule", "generated_at",
+         "updated_at", "status_changed_by", "dismiss_reason", "dismiss_note"],
         batch_size=1000,
     )
 
