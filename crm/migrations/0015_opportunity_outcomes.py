@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('crm', '0012_opportunity_rule'),
+        ('crm', '0014_task_history'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
