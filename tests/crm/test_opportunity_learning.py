@@ -99,19 +99,23 @@ def test_dismissed_already_has_it_stays_away_within_the_suppression_time_and_may
     # The same product as an up-sell for that customer is held back too (any kind).
     opportunities_regenerate(as_of=AS_OF)
     o.refresh_from_db()
-    assert o.status == "dismissed" and o.dismiss_reason == reason
+    assert o.status == "dismissed"
+    assert o.dismiss_reason == reason
     assert not Opportunity.objects.filter(customer=o.customer, product=o.product, status="open").exists()
     # 179 days later: still away.
     Opportunity.objects.filter(pk=o.pk).update(status_changed_at=timezone.now() - timedelta(days=179))
     r = opportunities_regenerate(as_of=AS_OF)
     o.refresh_from_db()
-    assert o.status == "dismissed" and r.returned == 0
+    assert o.status == "dismissed"
+    assert r.returned == 0
     # 181 days later, with the data still supporting it: open again, the earlier dismissal archived.
     Opportunity.objects.filter(pk=o.pk).update(status_changed_at=timezone.now() - timedelta(days=181))
     before = outcome_rates().rules[("cross_sell", "holdings:association")]
     r = opportunities_regenerate(as_of=AS_OF)
     o.refresh_from_db()
-    assert o.status == "open" and o.dismiss_reason == "" and r.returned == 1
+    assert o.status == "open"
+    assert o.dismiss_reason == ""
+    assert r.returned == 1
     archived = OpportunityOutcome.objects.get(opportunity=o)
     assert (archived.status, archived.dismiss_reason, archived.rule) == ("dismissed", reason, "holdings:association")
     after = outcome_rates().rules[("cross_sell", "holdings:association")]
