@@ -1,5 +1,6 @@
-"""CSV exports of the lists: accounts (with the list's filters), opportunities, analytics answers,
-an account's change history. Streamed row by row (bounded memory), for whoever may see the rows,
+"""CSV exports of the lists: accounts (with the list's filters), opportunities, tasks (with the Tasks
+page's filters), analytics answers, an account's change history, and every kind of record in the
+columns its import reads (so an export imports back as the same records). Streamed row by row (bounded memory), for whoever may see the rows,
 with spreadsheet formulas neutralised in text cells.
 """
 
@@ -179,7 +180,100 @@ def _plain(value):
     return value if not isinstance(value, dict | list) else str(value)
 
 
+# --- records, in the columns their import reads ---------------------------------------------
+
+RECORD_CHUNK = 2000
+
+
+def _ext(obj) -> str | None:
+    return obj.external_id if obj is not None else None
+
+
+def _username(user) -> str | None:
+    return user.username if user is not None else None
+
+
+def _record_rows(kind: str, user) -> Iterator[list]:
+    """The records of `kind` that `user` may see, one list per row in the import's field order."""
+    from crm.models import Contact, Customer, Event, Holding, Person, Product, Purchase, Usage
+
+    if kind == "customers":
+        for c in Customer.objects.visible_to(user).select_related("owner").order_by("pk").iterator(RECORD_CHUNK):
+            yield [c.external_id, c.name, c.kind, _username(c.owner), c.relationship_type, c.lifecycle_stage,
+                   c.acquired_on, c.lost_on, c.industry, c.address, c.city, c.country, c.email, c.phone, c.website,
+                   c.notes]
+    elif kind == "people":
+        for p in Person.objects.visible_to(user).select_related("customer").order_by("pk").iterator(RECORD_CHUNK):
+            yield [p.external_id, _ext(p.customer), p.first_name, p.last_name, p.job_title, p.dmu_role, p.email,
+                   p.phone, p.is_active, p.is_primary]
+    elif kind == "products":
+        for p in Product.objects.order_by("pk").iterator(RECORD_CHUNK):
+            yield [p.external_id, p.sku, p.name, p.family, p.tier, p.list_price, p.unit_cost, p.capacity_unit,
+                   p.capacity_per_unit, p.is_active, p.description, p.renewal_period, p.period_price]
+    elif kind == "holdings":
+        qs = Holding.objects.visible_to(user).select_related("customer", "product").order_by("pk")
+        for h in qs.iterator(RECORD_CHUNK):
+            yield [h.external_id, _ext(h.customer), h.product.sku, h.quantity, h.since, h.until, h.status]
+    elif kind == "usage":
+        for u in Usage.objects.visible_to(user).select_related("holding").order_by("pk").iterator(RECORD_CHUNK):
+            yield [u.external_id, _ext(u.holding), u.period_start, u.period_end, u.used, u.capacity, u.satisfaction,
+                   u.nps, u.note]
+    elif kind == "contacts":
+        qs = (Contact.objects.visible_to(user).select_related("customer", "salesperson")
+              .prefetch_related("people").order_by("pk"))
+        for c in qs.iterator(RECORD_CHUNK):
+            people = ";".join(sorted(p.external_id for p in c.people.all() if p.external_id))
+            yield [c.external_id, _ext(c.customer), c.channel, c.direction, c.occurred_at, c.subject,
+                   _username(c.salesperson), people, c.notes, c.outcome, c.follow_up_on, c.follow_up_done_at]
+    elif kind == "events":
+        for e in Event.objects.visible_to(user).select_related("customer").order_by("pk").iterator(RECORD_CHUNK):
+            yield [e.external_id, _ext(e.customer), e.kind, e.occurred_at, e.impact, e.description]
+    elif kind == "purchases":
+        qs = Purchase.objects.visible_to(user).select_related("customer", "product").order_by("pk")
+        for p in qs.iterator(RECORD_CHUNK):
+            yield [_ext(p.customer), p.purchased_at, p.amount, p.product.sku if p.product else None, p.quantity,
+                   p.unit_cost, p.order_ref]
+
+
+@login_required
+@require_GET
+def records_csv(request, kind: str):
+    """Every record of one kind you may see, in the columns `import_<kind>` and the import page read."""
+    from crm.importing import KINDS
+
+    if kind not in KINDS:
+        raise Http404("No such kind of record.")
+    return stream_csv(kind, KINDS[kind].fields, _record_rows(kind, request.user))
+
+
+# --- tasks ---------------------------------------------------------------------------------
+
+TASK_HEADER = ["external_id", "customer_external_id", "customer", "title", "notes", "due_on", "due_time",
+               "assigned_to", "original_due_on", "done_at", "outcome", "follow_up_of_contact"]
+
+
+@login_required
+@require_GET
+def tasks_csv(request):
+    """The Tasks page's list as CSV, with the same filters (`?status=&due_from=&due_to=&customer=&assignee=`)."""
+    from crm.selectors.workspace import task_list_queryset, team_members
+    from crm.views.access import is_manager_or_admin
+    from crm.workspace_forms import TaskFilterForm
+
+    assignees = team_members(request.user) if is_manager_or_admin(request.user) else None
+    form = TaskFilterForm(request.GET or None, assignees=assignees)
+    qs = task_list_queryset(request.user, **form.filters())
+    rows = (
+        [t.external_id, _ext(t.customer), t.customer.name, t.title, t.notes, t.due_on, t.due_time,
+         _username(t.assigned_to), t.original_due_on, t.done_at, t.outcome, _ext(t.contact) if t.contact else None]
+        for t in qs.iterator(RECORD_CHUNK)
+    )
+    return stream_csv("tasks", TASK_HEADER, rows)
+
+
 urlpatterns = [
+    path("exports/<slug:kind>.csv", records_csv, name="records_csv"),
+    path("tasks/export.csv", tasks_csv, name="tasks_csv"),
     path("customers/export.csv", accounts_csv, name="accounts_csv"),
     path("customers/<int:pk>/history.csv", account_history_csv, name="account_history_csv"),
     path("opportunities/export.csv", opportunities_csv, name="opportunities_csv"),

@@ -109,6 +109,21 @@ def task_page(
     per_page: int = TASKS_PER_PAGE,
 ):
     """One page of the tasks the user may see: their own, or (managers) anyone's on their team."""
+    qs = task_list_queryset(user, status=status, due_from=due_from, due_to=due_to, customer_id=customer_id,
+                            assignee_id=assignee_id)
+    return Paginator(qs, per_page).get_page(page)
+
+
+def task_list_queryset(
+    user: User,
+    *,
+    status: str = "open",
+    due_from: date | None = None,
+    due_to: date | None = None,
+    customer_id: int | None = None,
+    assignee_id: int | None = None,
+) -> QuerySet[Task]:
+    """The Tasks page's list with its filters, in its order (the page and its CSV export)."""
     today = timezone.localdate()
     qs = tasks_for(user)
     if assignee_id and (user.is_manager or user.sees_everything):
@@ -128,7 +143,7 @@ def task_page(
     if customer_id:
         qs = qs.filter(customer_id=customer_id)
     order = ("-done_at", "-id") if status == "done" else ("due_on", "due_time", "id")
-    return Paginator(qs.order_by(*order), per_page).get_page(page)
+    return qs.order_by(*order)
 
 
 def team_overdue(user: User, *, today: date | None = None) -> list[dict[str, Any]]:

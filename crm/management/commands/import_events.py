@@ -1,0 +1,7 @@
+"""import_events: load events from CSV (columns mapped with --map), all or nothing."""
+
+from crm.management.commands._import_command import ImportCommand
+
+
+class Command(ImportCommand):
+    kind = "events"

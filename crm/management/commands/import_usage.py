@@ -1,0 +1,7 @@
+"""import_usage: load usage from CSV (columns mapped with --map), all or nothing."""
+
+from crm.management.commands._import_command import ImportCommand
+
+
+class Command(ImportCommand):
+    kind = "usage"
