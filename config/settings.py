@@ -182,6 +182,9 @@ CELERY_TASK_EAGER_PROPAGATES = True
 # "Recompute now" without a worker: run the CLV task in a background thread and show progress,
 # instead of running it inside the request.
 CLV_RECOMPUTE_IN_BACKGROUND = env.bool("CLV_RECOMPUTE_IN_BACKGROUND", default=CELERY_TASK_ALWAYS_EAGER)
+# Imports from the web page: in a thread of the web process when tasks run in-process, else on a worker.
+IMPORT_IN_BACKGROUND = env.bool("IMPORT_IN_BACKGROUND", default=CELERY_TASK_ALWAYS_EAGER)
+IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=200 * 1024 * 1024)
 if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = "memory://"
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL or None)

@@ -89,44 +89,151 @@ class ImportKind:
 KINDS: dict[str, ImportKind] = {
     kind.key: kind
     for kind in [
-        ImportKind("customers", "Customers", Customer, s.CustomerSerializer, (
-            EXTERNAL_ID, _c("name", True), _c("kind"), _c("owner", ref="user", help="The owner's username."),
-            _c("relationship_type"), _c("lifecycle_stage"), _c("acquired_on"), _c("lost_on"), _c("industry"),
-            _c("address"), _c("city"), _c("country"), _c("email"), _c("phone"), _c("website"), _c("notes"),
-        )),
-        ImportKind("people", "People", Person, s.PersonSerializer, (
-            EXTERNAL_ID, CUSTOMER_REF, _c("first_name"), _c("last_name", True), _c("job_title"), _c("dmu_role"),
-            _c("email"), _c("phone"), _c("is_active"), _c("is_primary"),
-        )),
-        ImportKind("products", "Products", Product, s.ProductSerializer, (
-            EXTERNAL_ID, _c("sku", True), _c("name", True), _c("family", True), _c("tier"), _c("list_price", True),
-            _c("unit_cost"), _c("capacity_unit"), _c("capacity_per_unit"), _c("is_active"), _c("description"),
-            _c("renewal_period"), _c("period_price"),
-        ), admin_only=True),
-        ImportKind("holdings", "Holdings", Holding, s.HoldingSerializer, (
-            EXTERNAL_ID, CUSTOMER_REF, _c("product_sku", True, ref="product", api="product", help="The product's SKU."),
-            _c("quantity"), _c("since", True), _c("until"), _c("status"),
-        )),
-        ImportKind("usage", "Usage", Usage, s.UsageSerializer, (
-            EXTERNAL_ID,
-            _c("holding_external_id", True, ref="holding", api="holding", help="The holding's external_id."),
-            _c("period_start", True), _c("period_end", True), _c("used", True), _c("capacity"), _c("satisfaction"),
-            _c("nps"), _c("note"),
-        )),
-        ImportKind("contacts", "Contacts", Contact, s.ContactSerializer, (
-            EXTERNAL_ID, CUSTOMER_REF, _c("channel", True), _c("direction"), _c("occurred_at", True),
-            _c("subject", True), _c("salesperson", ref="user", help="The salesperson's username."),
-            _c("people", ref="people", help="External ids of the people who took part, separated by ;."),
-            _c("notes"), _c("outcome"), _c("follow_up_on"), _c("follow_up_done_at"),
-        )),
-        ImportKind("events", "Events", Event, s.EventSerializer, (
-            EXTERNAL_ID, CUSTOMER_REF, _c("kind", True), _c("occurred_at", True), _c("impact"), _c("description"),
-        )),
-        ImportKind("purchases", "Purchases", Purchase, None, (
-            _c("customer_external_id", True, help="The customer's external_id; unknown customers are created."),
-            _c("purchased_at", True), _c("amount", True), _c("product_sku", help="The product's SKU."),
-            _c("quantity"), _c("unit_cost"), _c("order_ref"),
-        )),
+        ImportKind(
+            "customers",
+            "Customers",
+            Customer,
+            s.CustomerSerializer,
+            (
+                EXTERNAL_ID,
+                _c("name", True),
+                _c("kind"),
+                _c("owner", ref="user", help="The owner's username."),
+                _c("relationship_type"),
+                _c("lifecycle_stage"),
+                _c("acquired_on"),
+                _c("lost_on"),
+                _c("industry"),
+                _c("address"),
+                _c("city"),
+                _c("country"),
+                _c("email"),
+                _c("phone"),
+                _c("website"),
+                _c("notes"),
+            ),
+        ),
+        ImportKind(
+            "people",
+            "People",
+            Person,
+            s.PersonSerializer,
+            (
+                EXTERNAL_ID,
+                CUSTOMER_REF,
+                _c("first_name"),
+                _c("last_name", True),
+                _c("job_title"),
+                _c("dmu_role"),
+                _c("email"),
+                _c("phone"),
+                _c("is_active"),
+                _c("is_primary"),
+            ),
+        ),
+        ImportKind(
+            "products",
+            "Products",
+            Product,
+            s.ProductSerializer,
+            (
+                EXTERNAL_ID,
+                _c("sku", True),
+                _c("name", True),
+                _c("family", True),
+                _c("tier"),
+                _c("list_price", True),
+                _c("unit_cost"),
+                _c("capacity_unit"),
+                _c("capacity_per_unit"),
+                _c("is_active"),
+                _c("description"),
+                _c("renewal_period"),
+                _c("period_price"),
+            ),
+            admin_only=True,
+        ),
+        ImportKind(
+            "holdings",
+            "Holdings",
+            Holding,
+            s.HoldingSerializer,
+            (
+                EXTERNAL_ID,
+                CUSTOMER_REF,
+                _c("product_sku", True, ref="product", api="product", help="The product's SKU."),
+                _c("quantity"),
+                _c("since", True),
+                _c("until"),
+                _c("status"),
+            ),
+        ),
+        ImportKind(
+            "usage",
+            "Usage",
+            Usage,
+            s.UsageSerializer,
+            (
+                EXTERNAL_ID,
+                _c("holding_external_id", True, ref="holding", api="holding", help="The holding's external_id."),
+                _c("period_start", True),
+                _c("period_end", True),
+                _c("used", True),
+                _c("capacity"),
+                _c("satisfaction"),
+                _c("nps"),
+                _c("note"),
+            ),
+        ),
+        ImportKind(
+            "contacts",
+            "Contacts",
+            Contact,
+            s.ContactSerializer,
+            (
+                EXTERNAL_ID,
+                CUSTOMER_REF,
+                _c("channel", True),
+                _c("direction"),
+                _c("occurred_at", True),
+                _c("subject", True),
+                _c("salesperson", ref="user", help="The salesperson's username."),
+                _c("people", ref="people", help="External ids of the people who took part, separated by ;."),
+                _c("notes"),
+                _c("outcome"),
+                _c("follow_up_on"),
+                _c("follow_up_done_at"),
+            ),
+        ),
+        ImportKind(
+            "events",
+            "Events",
+            Event,
+            s.EventSerializer,
+            (
+                EXTERNAL_ID,
+                CUSTOMER_REF,
+                _c("kind", True),
+                _c("occurred_at", True),
+                _c("impact"),
+                _c("description"),
+            ),
+        ),
+        ImportKind(
+            "purchases",
+            "Purchases",
+            Purchase,
+            None,
+            (
+                _c("customer_external_id", True, help="The customer's external_id; unknown customers are created."),
+                _c("purchased_at", True),
+                _c("amount", True),
+                _c("product_sku", help="The product's SKU."),
+                _c("quantity"),
+                _c("unit_cost"),
+                _c("order_ref"),
+            ),
+        ),
     ]
 }
 
@@ -146,7 +253,8 @@ class RowError:
     message: str
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.field + ': ' if self.field else ''}{self.message}"
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.field + ': ' if self.field else ''}{self.message}"
 
 
 @dataclass
@@ -270,8 +378,9 @@ def import_csv(
         mapping = {h: h for h in header if h in kind.fields}
         extra = [h for h in header if h not in kind.fields]
         if extra:
-            result.add_error(1, "", f"unknown column(s) {', '.join(extra)} (fields: {', '.join(kind.fields)}); "
-                                    "map or drop them")
+            result.add_error(
+                1, "", f"unknown column(s) {', '.join(extra)} (fields: {', '.join(kind.fields)}); map or drop them"
+            )
     mapping = {c: t for c, t in mapping.items() if t}
     problems = mapping_problems(kind, header, mapping)
     for problem in problems:
@@ -282,11 +391,22 @@ def import_csv(
         result.add_error(1, "", f"only admins import {kind.label.lower()}")
         raise ImportFailed(result)
     if kind.key == "purchases":
-        return _import_purchases(kind, reader, header, mapping, result, user=user, dry_run=dry_run,
-                                 preview_rows=preview_rows, batch_size=batch_size, progress=progress)
+        return _import_purchases(
+            kind,
+            reader,
+            header,
+            mapping,
+            result,
+            user=user,
+            dry_run=dry_run,
+            preview_rows=preview_rows,
+            batch_size=batch_size,
+            progress=progress,
+        )
     index = [(i, mapping[name]) for i, name in enumerate(header) if name in mapping]
-    label_of = {target: (target if column == target else f"{target} (column {column!r})")
-                for column, target in mapping.items()}
+    label_of = {
+        target: (target if column == target else f"{target} (column {column!r})") for column, target in mapping.items()
+    }
     importer = _Importer(kind, user, result, label_of)
     try:
         with transaction.atomic():
@@ -380,9 +500,15 @@ class _Importer:
             return
         keys = [record["external_id"] for _, record in records]
         stored = services.records_locked(model=model, external_ids=keys)
-        visible = set(
-            s.visible_queryset(model, self.user).filter(external_id__in=list(stored)).values_list("external_id", flat=True)
-        ) if stored else set()
+        visible = (
+            set(
+                s.visible_queryset(model, self.user)
+                .filter(external_id__in=list(stored))
+                .values_list("external_id", flat=True)
+            )
+            if stored
+            else set()
+        )
         self.serializer.context["ref_cache"] = s.prefetch_refs(self.serializer, [r for _, r in records], self.user)
         validated: list[dict[str, Any]] = []
         lines: list[int] = []
@@ -393,7 +519,9 @@ class _Importer:
                 continue
             instance = stored.get(key)
             try:
-                data = dict(s.run_validation_for(self.serializer, record, instance=instance, partial=instance is not None))
+                data = dict(
+                    s.run_validation_for(self.serializer, record, instance=instance, partial=instance is not None)
+                )
             except exceptions.ValidationError as exc:
                 for problem in flatten_errors(exc.detail):
                     self.error(line, problem["field"], problem["message"])
@@ -430,17 +558,27 @@ class _Importer:
                     wanted["people"].update(p.strip() for p in text.split(PEOPLE_SEPARATOR) if p.strip())
                 else:
                     wanted[column.ref].add(text)
-        products = dict(Product.objects.filter(sku__in=wanted["product"]).values_list("sku", "pk")) if wanted[
-            "product"] else {}
-        users = dict(
-            User.objects.filter(username__in=wanted["user"], is_active=True).values_list("username", "pk")
-        ) if wanted["user"] else {}
+        products = (
+            dict(Product.objects.filter(sku__in=wanted["product"]).values_list("sku", "pk"))
+            if wanted["product"]
+            else {}
+        )
+        users = (
+            dict(User.objects.filter(username__in=wanted["user"], is_active=True).values_list("username", "pk"))
+            if wanted["user"]
+            else {}
+        )
         if users and self.assignable is None:
             self.assignable = set(s.assignable_users(self.user).values_list("pk", flat=True))
-        people = dict(
-            Person.objects.visible_to(self.user).filter(external_id__in=wanted["people"])
-            .values_list("external_id", "pk")
-        ) if wanted["people"] else {}
+        people = (
+            dict(
+                Person.objects.visible_to(self.user)
+                .filter(external_id__in=wanted["people"])
+                .values_list("external_id", "pk")
+            )
+            if wanted["people"]
+            else {}
+        )
         out = []
         for values in rows:
             record: dict[str, Any] = {}
@@ -470,7 +608,9 @@ class _Importer:
                     names = [p.strip() for p in text.split(PEOPLE_SEPARATOR) if p.strip()]
                     unknown = [n for n in names if n not in people]
                     if unknown:
-                        problems.append((target, f"No person with external_id {unknown[0]!r} (or not one you can see)."))
+                        problems.append(
+                            (target, f"No person with external_id {unknown[0]!r} (or not one you can see).")
+                        )
                         continue
                     record[target] = [people[n] for n in names]
                     continue

@@ -825,4 +825,5 @@ class IdempotencyRecord(models.Model):
 
 # The change history's event tables (django-pghistory), one per tracked model.
 from crm.history_models import *  # noqa: E402, F403
+from crm.import_models import *  # noqa: E402, F403
 from crm.webhooks.models import *  # noqa: E402, F403

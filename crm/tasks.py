@@ -28,4 +28,13 @@ def prune_sync_log_task() -> dict:
     return sync_log_prune(tombstone_days=settings.SYNC_TOMBSTONE_RETENTION_DAYS)
 
 
+@shared_task(name="crm.tasks.import_job_run_task", acks_late=True)
+def import_job_run_task(job_id: int) -> dict:
+    """Run one queued import from the import page, all or nothing (a second copy finds it no longer queued)."""
+    from crm.import_jobs import import_job_run
+
+    job = import_job_run(job_id=job_id)
+    return {"job": job_id, "status": job.status if job else None}
+
+
 from crm.webhooks.tasks import webhook_deliver_task, webhooks_dispatch_task  # noqa: E402, F401  (registered here)

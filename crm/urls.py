@@ -3,7 +3,7 @@
 from django.urls import path
 
 from crm.exports import urlpatterns as export_urls
-from crm.views import accounts, manager, salesperson, workspace
+from crm.views import accounts, imports, manager, salesperson, workspace
 from crm.webhooks.urls import urlpatterns as webhook_urls
 
 app_name = "crm"
@@ -44,6 +44,12 @@ urlpatterns = [
     path("clv/runs/", manager.clv_runs, name="clv_runs"),
     path("clv/runs/recompute/", manager.clv_recompute, name="clv_recompute"),
     path("clv/runs/progress/", manager.clv_progress, name="clv_progress"),
+    path("imports/", imports.import_start, name="import_start"),
+    path("imports/<int:pk>/", imports.import_detail, name="import_detail"),
+    path("imports/<int:pk>/preview/", imports.import_preview, name="import_preview"),
+    path("imports/<int:pk>/file/", imports.import_replace_file, name="import_replace_file"),
+    path("imports/<int:pk>/run/", imports.import_run, name="import_run"),
+    path("imports/<int:pk>/progress/", imports.import_progress, name="import_progress"),
     *webhook_urls,
     *export_urls,
 ]

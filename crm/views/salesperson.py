@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from clv import renewals
 from crm import history, services
 from crm.forms import AccountFilterForm, ContactQuickForm, EventQuickForm, OpportunityStatusForm
+from crm.importing import KINDS
 from crm.models import Contact, Customer, Opportunity
 from crm.selectors import pages
 from crm.views.access import is_manager_or_admin
@@ -43,6 +44,10 @@ def my_day(request):
     return render(request, "crm/my_day.html", context)
 
 
+# The kinds of record the Accounts page links an export of (in the import's columns).
+EXPORT_KINDS = [(key, kind.label) for key, kind in KINDS.items()]
+
+
 @login_required
 @require_GET
 def account_list(request):
@@ -65,6 +70,7 @@ def account_list(request):
         "sort_desc": desc,
         "filtered": any(k in filters for k in ("q", "stage", "relationship", "risk", "owner_id")),
         "has_any": page.paginator.count > 0 or Customer.objects.visible_to(request.user).exists(),
+        "export_kinds": EXPORT_KINDS,
     }
     partial = request.htmx and request.htmx.target == "account-results"
     response = render(request, "crm/partials/account_rows.html" if partial else "crm/account_list.html", context)

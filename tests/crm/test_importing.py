@@ -30,12 +30,7 @@ def failure(kind, text, user, **kw) -> importing.ImportResult:
 
 
 def test_a_bad_row_is_named_by_line_and_nothing_is_written(sales_org):
-    text = (
-        "external_id,name,owner,email\n"
-        "C1,Acme,north_rep1,a@example.com\n"
-        "C2,Beta,,not-an-address\n"
-        "C3,,north_rep1,\n"
-    )
+    text = "external_id,name,owner,email\nC1,Acme,north_rep1,a@example.com\nC2,Beta,,not-an-address\nC3,,north_rep1,\n"
     result = failure("customers", text, sales_org["admin"])
     assert [str(e) for e in result.errors] == [
         "line 3: email: Enter a valid email address.",
@@ -125,8 +120,9 @@ def test_a_repeated_external_id_is_named(sales_org):
 def test_the_database_rules_are_reported_by_line(sales_org):
     customer = f.customer(external_id="C1")
     f.person(customer=customer, external_id="P0", is_primary=True)
-    result = failure("people", "external_id,customer_external_id,last_name,is_primary\nP1,C1,Doe,true\n",
-                     sales_org["admin"])
+    result = failure(
+        "people", "external_id,customer_external_id,last_name,is_primary\nP1,C1,Doe,true\n", sales_org["admin"]
+    )
     assert str(result.errors[0]) == "line 2: is_primary: This customer already has a primary contact."
 
 
@@ -161,8 +157,19 @@ def test_import_command_maps_columns_and_reports(tmp_path, sales_org, capsys):
     f.customer(external_id="C1")
     path = tmp_path / "people.csv"
     path.write_text("Id,Account,Surname,Mail\nP1,C1,Doe,doe@example.com\n")
-    call_command("import_people", str(path), "--map", "Id=external_id", "--map", "Account=customer_external_id",
-                 "--map", "Surname=last_name", "--map", "Mail=email", verbosity=0)
+    call_command(
+        "import_people",
+        str(path),
+        "--map",
+        "Id=external_id",
+        "--map",
+        "Account=customer_external_id",
+        "--map",
+        "Surname=last_name",
+        "--map",
+        "Mail=email",
+        verbosity=0,
+    )
     assert Person.objects.get(external_id="P1").email == "doe@example.com"
     assert "1 created" in capsys.readouterr().out
 
@@ -193,32 +200,88 @@ def test_import_command_refuses_a_bad_map(tmp_path, sales_org):
 
 def _book(org) -> None:
     rep = org["north_rep1"]
-    acme = f.customer(external_id="C1", name="Acme", owner=rep, city="Oslo", phone="+47 22 00 00 00",
-                      lifecycle_stage="retained", acquired_on=date(2024, 3, 1), notes="=SUM(A1) is not a formula")
+    acme = f.customer(
+        external_id="C1",
+        name="Acme",
+        owner=rep,
+        city="Oslo",
+        phone="+47 22 00 00 00",
+        lifecycle_stage="retained",
+        acquired_on=date(2024, 3, 1),
+        notes="=SUM(A1) is not a formula",
+    )
     beta = f.customer(external_id="C2", name="Beta", owner=org["south_rep1"], kind="individual")
-    pro = f.product(external_id="PR1", sku="ANA-PRO", family="Analytics", tier=2, capacity_unit="seats",
-                    capacity_per_unit=Decimal("10"))
-    sub = f.product(external_id="PR2", sku="SUP-Y", family="Support", renewal_period="year",
-                    period_price=Decimal("1200.00"))
-    anna = f.person(customer=acme, external_id="P1", first_name="Anna", last_name="Berg", dmu_role="decision_maker",
-                    email="anna@acme.example", is_primary=True)
+    pro = f.product(
+        external_id="PR1",
+        sku="ANA-PRO",
+        family="Analytics",
+        tier=2,
+        capacity_unit="seats",
+        capacity_per_unit=Decimal("10"),
+    )
+    sub = f.product(
+        external_id="PR2", sku="SUP-Y", family="Support", renewal_period="year", period_price=Decimal("1200.00")
+    )
+    anna = f.person(
+        customer=acme,
+        external_id="P1",
+        first_name="Anna",
+        last_name="Berg",
+        dmu_role="decision_maker",
+        email="anna@acme.example",
+        is_primary=True,
+    )
     f.person(customer=acme, external_id="P2", last_name="Dahl", is_active=False)
     f.person(customer=beta, external_id="P3", last_name="Eik")
     holding = f.holding(customer=acme, product=pro, external_id="H1", quantity=Decimal("3"), since=date(2025, 1, 1))
-    f.holding(customer=beta, product=sub, external_id="H2", since=date(2025, 6, 1), until=date(2026, 6, 1),
-              status="cancelled")
-    f.usage(holding=holding, external_id="U1", used=Decimal("27.5"), capacity=Decimal("30"), satisfaction=4, nps=9,
-            note="busy month")
-    contact = f.contact(customer=acme, external_id="K1", channel="meeting", direction="inbound", salesperson=rep,
-                        subject="Renewal", outcome="-2% asked", follow_up_on=date.today())
+    f.holding(
+        customer=beta, product=sub, external_id="H2", since=date(2025, 6, 1), until=date(2026, 6, 1), status="cancelled"
+    )
+    f.usage(
+        holding=holding,
+        external_id="U1",
+        used=Decimal("27.5"),
+        capacity=Decimal("30"),
+        satisfaction=4,
+        nps=9,
+        note="busy month",
+    )
+    contact = f.contact(
+        customer=acme,
+        external_id="K1",
+        channel="meeting",
+        direction="inbound",
+        salesperson=rep,
+        subject="Renewal",
+        outcome="-2% asked",
+        follow_up_on=date.today(),
+    )
     contact.people.set([anna])
     f.contact(customer=beta, external_id="K2", channel="email", subject="Hello", salesperson=org["south_rep1"])
-    Event.objects.create(customer=acme, external_id="E1", kind="funding", impact="positive", description="Series B",
-                         occurred_at=datetime(2026, 2, 3, 14, 30, tzinfo=UTC))
-    f.purchase(customer=acme, product=pro, quantity=Decimal("2"), unit_price=Decimal("50.00"), amount=Decimal("100.00"),
-               unit_cost=Decimal("20.00"), order_ref="O-1", purchased_at=datetime(2026, 1, 5, 12, tzinfo=UTC))
-    f.purchase(customer=beta, amount=Decimal("10.00"), unit_price=Decimal("10.00"),
-               purchased_at=datetime(2026, 1, 6, 9, 30, tzinfo=UTC))
+    Event.objects.create(
+        customer=acme,
+        external_id="E1",
+        kind="funding",
+        impact="positive",
+        description="Series B",
+        occurred_at=datetime(2026, 2, 3, 14, 30, tzinfo=UTC),
+    )
+    f.purchase(
+        customer=acme,
+        product=pro,
+        quantity=Decimal("2"),
+        unit_price=Decimal("50.00"),
+        amount=Decimal("100.00"),
+        unit_cost=Decimal("20.00"),
+        order_ref="O-1",
+        purchased_at=datetime(2026, 1, 5, 12, tzinfo=UTC),
+    )
+    f.purchase(
+        customer=beta,
+        amount=Decimal("10.00"),
+        unit_price=Decimal("10.00"),
+        purchased_at=datetime(2026, 1, 6, 9, 30, tzinfo=UTC),
+    )
 
 
 def _export(client, kind) -> str:

@@ -30,7 +30,10 @@ class ImportCommand(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file")
         parser.add_argument(
-            "--map", action="append", default=[], metavar="FILE_COLUMN=FIELD",
+            "--map",
+            action="append",
+            default=[],
+            metavar="FILE_COLUMN=FIELD",
             help="Read FIELD from the file's FILE_COLUMN (repeat per column). Without any --map, the header must "
             "name the fields.",
         )
@@ -54,18 +57,28 @@ class ImportCommand(BaseCommand):
             seen = rows
 
         try:
-            with open(opts["file"], newline="", encoding="utf-8-sig") as handle, history_context(
-                user=user.pk, via=f"import_{kind.key}", file=str(opts["file"])
+            with (
+                open(opts["file"], newline="", encoding="utf-8-sig") as handle,
+                history_context(user=user.pk, via=f"import_{kind.key}", file=str(opts["file"])),
             ):
-                result = import_csv(kind, handle, user=user, mapping=mapping, dry_run=opts["dry_run"],
-                                    batch_size=opts["batch_size"], progress=progress)
+                result = import_csv(
+                    kind,
+                    handle,
+                    user=user,
+                    mapping=mapping,
+                    dry_run=opts["dry_run"],
+                    batch_size=opts["batch_size"],
+                    progress=progress,
+                )
         except ImportFailed as exc:
             errors = exc.result.errors[:SHOWN_ERRORS]
             more = exc.result.error_count - len(errors)
             lines = [f"{opts['file']}: {e}" for e in errors]
             if more > 0:
                 lines.append(f"... and {more} more error(s)")
-            raise CommandError("\n".join(lines) + f"\n{exc.result.error_count} error(s); nothing was imported.") from None
+            raise CommandError(
+                "\n".join(lines) + f"\n{exc.result.error_count} error(s); nothing was imported."
+            ) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"{opts['file']}: cannot read the file ({exc}); nothing was imported.") from None
         finally:
@@ -73,8 +86,10 @@ class ImportCommand(BaseCommand):
         if opts["dry_run"]:
             self.stdout.write(f"Checked {result.rows:,} rows: no errors (dry run, nothing written).")
         else:
-            self.stdout.write(f"Imported {result.rows:,} {kind.label.lower()} rows: {result.created:,} created, "
-                              f"{result.updated:,} updated, {result.unchanged:,} unchanged.")
+            self.stdout.write(
+                f"Imported {result.rows:,} {kind.label.lower()} rows: {result.created:,} created, "
+                f"{result.updated:,} updated, {result.unchanged:,} unchanged."
+            )
 
     def _user(self, username: str | None) -> User:
         if username:
@@ -84,7 +99,9 @@ class ImportCommand(BaseCommand):
             return user
         from django.db.models import Q
 
-        user = User.objects.filter(Q(is_superuser=True) | Q(role=User.Role.ADMIN), is_active=True).order_by("pk").first()
+        user = (
+            User.objects.filter(Q(is_superuser=True) | Q(role=User.Role.ADMIN), is_active=True).order_by("pk").first()
+        )
         if user is None:
             raise CommandError("No active admin to import as: give --user USERNAME.")
         return user
