@@ -178,3 +178,20 @@ def test_a_large_file_is_read_in_chunks(client, sales_org, django_capture_on_com
         client.post(reverse("crm:import_run", args=[job.pk]))
     job.refresh_from_db()
     assert job.created == 12_000
+
+
+@pytest.mark.postgres
+def test_the_history_says_who_imported_and_how(client, sales_org, django_capture_on_commit_callbacks):
+    from crm import history
+
+    manager = sales_org["north_manager"]
+    client.force_login(manager)
+    upload(client, GOOD)
+    job = ImportJob.objects.get()
+    client.post(reverse("crm:import_preview", args=[job.pk]), MAPPING)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("crm:import_run", args=[job.pk]))
+    customer = Customer.objects.get(external_id="K-1")
+    entry = history.account_history(customer.pk, manager)[0]
+    assert entry.op == "created"
+    assert (entry.actor.get("via"), entry.actor.get("username")) == ("import_page", "north_manager")
