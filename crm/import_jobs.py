@@ -64,7 +64,7 @@ def import_job_replace_file(*, job: ImportJob, name: str, chunks: Iterable[bytes
     with transaction.atomic():
         job.chunks.all().delete()
         job.file_name = name[:255]
-        job.errors, job.error_count = [], 0
+        job.errors, job.error_count, job.preview = [], 0, None
         _store(job, chunks)
         return job
 
@@ -93,7 +93,8 @@ def _store(job: ImportJob, chunks: Iterable[bytes]) -> None:
     job.rows_estimate = max(lines - 1, 0)
     job.header = header
     job.mapping = {c: t for c, t in (job.mapping or {}).items() if c in header}
-    job.save(update_fields=["file_name", "file_size", "rows_estimate", "header", "mapping", "errors", "error_count"])
+    job.save(update_fields=["file_name", "file_size", "rows_estimate", "header", "mapping", "errors", "error_count",
+                            "preview"])
 
 
 def _rechunk(chunks: Iterable[bytes]) -> Iterable[bytes]:
@@ -151,19 +152,22 @@ def import_job_set_mapping(*, job: ImportJob, mapping: dict[str, str]) -> list[s
     """Keep the mapping on the job and as the user's last one for the kind; returns its problems."""
     mapping = {c: t for c, t in mapping.items() if t}
     problems = mapping_problems(KINDS[job.kind], job.header, mapping)
+    if mapping != job.mapping:
+        job.preview = None  # a check of another mapping says nothing of this one
     job.mapping = mapping
-    job.save(update_fields=["mapping"])
+    job.save(update_fields=["mapping", "preview"])
     if not problems:
         ImportMapping.objects.update_or_create(user=job.user, kind=job.kind, defaults={"mapping": mapping})
     return problems
 
 
-def import_job_preview(*, job: ImportJob) -> ImportResult:
+def import_job_preview(*, job: ImportJob, progress=None) -> ImportResult:
     """Check the whole file with the job's mapping and write nothing: the first rows with their
     errors, and every error counted."""
     try:
         result = import_csv(
-            job.kind, open_text(job), user=job.user, mapping=job.mapping, dry_run=True, preview_rows=PREVIEW_ROWS
+            job.kind, open_text(job), user=job.user, mapping=job.mapping, dry_run=True, preview_rows=PREVIEW_ROWS,
+            progress=progress,
         )
     except ImportFailed as exc:
         result = exc.result
@@ -175,6 +179,60 @@ def import_job_preview(*, job: ImportJob) -> ImportResult:
     return result
 
 
+def preview_data(result: ImportResult, fields: list[str]) -> dict:
+    """A check's outcome as kept on the job (JSON)."""
+    return {
+        "ok": result.ok, "rows": result.rows, "created": result.created, "updated": result.updated,
+        "unchanged": result.unchanged, "error_count": result.error_count,
+        "errors": [str(e) for e in result.errors[:MAX_ERRORS_KEPT]], "fields": fields,
+        "rows_shown": [{"line": r.line, "cells": [[name, r.values.get(name, "")] for name in fields],
+                        "errors": r.errors} for r in result.preview],
+    }
+
+
+def import_job_check_start(*, job: ImportJob) -> ImportJob:
+    """Queue the check of the whole file (the preview); the task runs after this transaction commits."""
+    with transaction.atomic():
+        job = ImportJob.objects.select_for_update().get(pk=job.pk)
+        if job.status != ImportJob.Status.UPLOADED:
+            return job
+        job.status = ImportJob.Status.CHECKING
+        job.preview = None
+        job.save(update_fields=["status", "preview"])
+        transaction.on_commit(lambda: _enqueue("check", job.pk))
+    return job
+
+
+def import_job_check(*, job_id: int) -> ImportJob | None:
+    """Check a file as its import would and write nothing; keeps the outcome on the job. Only a job
+    being checked is checked (safe to run twice)."""
+    job = ImportJob.objects.select_related("user").filter(pk=job_id).first()
+    if job is None or job.status != ImportJob.Status.CHECKING:
+        return job
+    cache.set(progress_key(job.pk), 0, PROGRESS_TIMEOUT)
+    try:
+        result = import_job_preview(job=job, progress=lambda rows: cache.set(progress_key(job.pk), rows,
+                                                                             PROGRESS_TIMEOUT))
+    except Exception as exc:
+        result = ImportResult(kind=job.kind, dry_run=True)
+        result.add_error(0, "", f"The check stopped ({type(exc).__name__}). Try again.")
+        _checked(job, result)
+        raise
+    _checked(job, result)
+    return job
+
+
+def _checked(job: ImportJob, result: ImportResult) -> None:
+    fields = [job.mapping[c] for c in job.header if job.mapping.get(c)]
+    with transaction.atomic():
+        locked = ImportJob.objects.select_for_update().get(pk=job.pk)
+        if locked.status == ImportJob.Status.CHECKING:
+            locked.preview = preview_data(result, fields)
+            locked.status = ImportJob.Status.UPLOADED
+            locked.save(update_fields=["preview", "status"])
+    cache.delete(progress_key(job.pk))
+
+
 def import_job_start(*, job: ImportJob) -> ImportJob:
     """Queue the import (once); the task runs after this transaction commits."""
     with transaction.atomic():
@@ -183,17 +241,18 @@ def import_job_start(*, job: ImportJob) -> ImportJob:
             return job
         job.status = ImportJob.Status.QUEUED
         job.save(update_fields=["status"])
-        transaction.on_commit(lambda: _enqueue(job.pk))
+        transaction.on_commit(lambda: _enqueue("run", job.pk))
     return job
 
 
-def _enqueue(job_id: int) -> None:
-    from crm.tasks import import_job_run_task
+def _enqueue(step: str, job_id: int) -> None:
+    from crm.tasks import import_job_check_task, import_job_run_task
 
+    task = import_job_check_task if step == "check" else import_job_run_task
     if settings.IMPORT_IN_BACKGROUND:
-        run_in_background(import_job_run_task, job_id)
+        run_in_background(task, job_id)
     else:
-        import_job_run_task.delay(job_id)
+        task.delay(job_id)
 
 
 BACKGROUND_IMPORTS: list[threading.Thread] = []
@@ -223,7 +282,7 @@ def progress_key(job_id: int) -> str:
 
 
 def rows_done(job: ImportJob) -> int:
-    if job.status == ImportJob.Status.RUNNING:
+    if job.status in (ImportJob.Status.RUNNING, ImportJob.Status.CHECKING):
         return int(cache.get(progress_key(job.pk)) or 0)
     return job.rows_done
 

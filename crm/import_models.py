@@ -17,6 +17,7 @@ class ImportJob(models.Model):
 
     class Status(models.TextChoices):
         UPLOADED = "uploaded", "Uploaded"
+        CHECKING = "checking", "Checking"
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Importing"
         SUCCEEDED = "succeeded", "Imported"
@@ -30,6 +31,9 @@ class ImportJob(models.Model):
     rows_estimate = models.BigIntegerField(default=0, help_text="Lines after the header, counted at upload.")
     header = models.JSONField(default=list, blank=True, help_text="The file's column names.")
     mapping = models.JSONField(default=dict, blank=True, help_text="File column -> field.")
+    preview = models.JSONField(
+        null=True, blank=True, help_text="The last check of the whole file: counts, errors and the first rows."
+    )
     rows_done = models.BigIntegerField(default=0)
     created = models.BigIntegerField(default=0)
     updated = models.BigIntegerField(default=0)

@@ -37,4 +37,13 @@ def import_job_run_task(job_id: int) -> dict:
     return {"job": job_id, "status": job.status if job else None}
 
 
+@shared_task(name="crm.tasks.import_job_check_task", acks_late=True)
+def import_job_check_task(job_id: int) -> dict:
+    """Check an uploaded file as its import would, writing nothing (the import page's preview)."""
+    from crm.import_jobs import import_job_check
+
+    job = import_job_check(job_id=job_id)
+    return {"job": job_id, "status": job.status if job else None}
+
+
 from crm.webhooks.tasks import webhook_deliver_task, webhooks_dispatch_task  # noqa: E402, F401  (registered here)

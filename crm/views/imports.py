@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from crm import import_jobs as jobs
@@ -49,15 +52,13 @@ def _labels() -> dict[str, str]:
     return {k.key: k.label for k in KINDS.values()}
 
 
-def _detail(request, job: ImportJob, *, mapping=None, problems=(), preview=None, upload_error="", status=200):
+def _detail(request, job: ImportJob, *, mapping=None, problems=(), upload_error="", status=200):
     kind = KINDS[job.kind]
     mapping = mapping if mapping is not None else jobs.default_mapping_for(job)
     columns = [{"index": i, "name": name, "field": mapping.get(name, "")} for i, name in enumerate(job.header)]
-    shown = [c["field"] for c in columns if c["field"]]
-    rows = [
-        {"line": row.line, "cells": [(name, row.values.get(name, "")) for name in shown], "errors": row.errors}
-        for row in (preview.preview if preview is not None else [])
-    ]
+    preview = SimpleNamespace(**job.preview) if job.preview and not problems else None
+    shown = preview.fields if preview else []
+    rows = preview.rows_shown if preview else []
     context = {
         "job": job,
         "kind": kind,
@@ -87,7 +88,8 @@ def _posted_mapping(request, job: ImportJob) -> dict[str, str]:
 @manager_required
 @require_POST
 def import_preview(request, pk: int):
-    """Save the mapping (remembered for the next file of this kind) and check the whole file, writing nothing."""
+    """Save the mapping (remembered for the next file of this kind) and queue the check of the whole
+    file, which writes nothing; the page shows its progress, then the preview."""
     job = _job(request, pk)
     if job.status != ImportJob.Status.UPLOADED:
         return redirect("crm:import_detail", job.pk)
@@ -95,7 +97,8 @@ def import_preview(request, pk: int):
     problems = jobs.import_job_set_mapping(job=job, mapping=mapping)
     if problems:
         return _detail(request, job, mapping=mapping, problems=problems, status=422)
-    return _detail(request, job, mapping=mapping, preview=jobs.import_job_preview(job=job))
+    jobs.import_job_check_start(job=job)
+    return redirect(reverse("crm:import_detail", args=[job.pk]) + "#preview")
 
 
 @manager_required
@@ -138,5 +141,10 @@ def _progress(request, job: ImportJob) -> HttpResponse:
 @require_GET
 def import_progress(request, pk: int):
     job = _job(request, pk)
-    job.refresh_from_db()
+    if request.GET.get("step") == "check":
+        if job.status == ImportJob.Status.CHECKING:
+            return render(request, "crm/partials/import_check.html", {"job": job, "rows_done": jobs.rows_done(job)})
+        response = HttpResponse(status=204)
+        response["HX-Refresh"] = "true"  # checked: the page shows the preview
+        return response
     return _progress(request, job)

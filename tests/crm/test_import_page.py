@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import TestCase
 from django.urls import reverse
 
 from crm.import_models import ImportFileChunk, ImportJob, ImportMapping
@@ -15,6 +16,15 @@ pytestmark = pytest.mark.django_db
 GOOD = "Number,Company,Mail\nK-1,Acme,sales@acme.example\nK-2,Beta,\n"
 BAD = "Number,Company,Mail\nK-1,Acme,sales@acme.example\nK-2,Beta,not-an-address\nK-3,,\n"
 MAPPING = {"map-0": "external_id", "map-1": "name", "map-2": "email"}
+
+
+def preview(client, job, data):
+    """Post the mapping; the check it queues runs (after the commit) and the page shows its preview."""
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        response = client.post(reverse("crm:import_preview", args=[job.pk]), data)
+    if response.status_code != 302:
+        return response
+    return client.get(response.url)
 
 
 def upload(client, text: str, kind: str = "customers", name: str = "book.csv"):
@@ -44,9 +54,9 @@ def test_a_bad_row_shows_in_the_preview_and_nothing_is_imported(client, sales_or
     job = ImportJob.objects.get()
     assert response.url == reverse("crm:import_detail", args=[job.pk])
     assert job.header == ["Number", "Company", "Mail"]
-    preview = client.post(reverse("crm:import_preview", args=[job.pk]), MAPPING)
-    html = preview.content.decode()
-    assert preview.status_code == 200
+    page = preview(client, job, MAPPING)
+    html = page.content.decode()
+    assert page.status_code == 200
     assert "2 errors in the whole file" in html
     assert "email (column &#x27;Mail&#x27;): Enter a valid email address." in html
     assert "line 4: name (column &#x27;Company&#x27;): This field is required." in html
@@ -59,13 +69,13 @@ def test_a_fixed_file_previews_clean_and_imports(client, sales_org, django_captu
     client.force_login(manager)
     upload(client, BAD)
     job = ImportJob.objects.get()
-    client.post(reverse("crm:import_preview", args=[job.pk]), MAPPING)
+    preview(client, job, MAPPING)
     fixed = SimpleUploadedFile("book-fixed.csv", GOOD.encode(), content_type="text/csv")
     client.post(reverse("crm:import_replace_file", args=[job.pk]), {"file": fixed})
     detail = client.get(reverse("crm:import_detail", args=[job.pk])).content.decode()
     assert '<option value="email" selected>' in detail  # the mapping stays with the corrected file
-    preview = client.post(reverse("crm:import_preview", args=[job.pk]), MAPPING).content.decode()
-    assert "All 2 rows are good: 2 to create" in preview
+    shown = preview(client, job, MAPPING).content.decode()
+    assert "All 2 rows are good: 2 to create" in shown
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(reverse("crm:import_run", args=[job.pk]), HTTP_HX_REQUEST="true")
     assert response.status_code == 200
@@ -82,7 +92,7 @@ def test_an_import_that_fails_writes_nothing_and_says_why(client, sales_org, dja
     client.force_login(sales_org["north_manager"])
     upload(client, GOOD)
     job = ImportJob.objects.get()
-    client.post(reverse("crm:import_preview", args=[job.pk]), MAPPING)
+    preview(client, job, MAPPING)
     f.customer(external_id="K-2", owner=sales_org["south_rep1"])  # taken meanwhile, by someone they cannot see
     with django_capture_on_commit_callbacks(execute=True):
         client.post(reverse("crm:import_run", args=[job.pk]))
@@ -99,7 +109,7 @@ def test_the_last_mapping_is_remembered_for_the_next_file_of_that_kind(client, s
     client.force_login(manager)
     upload(client, GOOD)
     first = ImportJob.objects.get()
-    client.post(reverse("crm:import_preview", args=[first.pk]), MAPPING)
+    preview(client, first, MAPPING)
     assert ImportMapping.objects.get(user=manager, kind="customers").mapping == {
         "Number": "external_id",
         "Company": "name",
@@ -113,11 +123,28 @@ def test_the_last_mapping_is_remembered_for_the_next_file_of_that_kind(client, s
     assert '<option value="email" selected>' in html
 
 
+def test_the_check_shows_its_progress_then_asks_for_the_preview(client, sales_org):
+    client.force_login(sales_org["north_manager"])
+    upload(client, GOOD)
+    job = ImportJob.objects.get()
+    client.post(reverse("crm:import_preview", args=[job.pk]), MAPPING)  # queued: runs once this commits
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.CHECKING
+    polled = client.get(reverse("crm:import_progress", args=[job.pk]), {"step": "check"})
+    assert "Checking every line, writing nothing" in polled.content.decode()
+    from crm.import_jobs import import_job_check
+
+    import_job_check(job_id=job.pk)
+    done = client.get(reverse("crm:import_progress", args=[job.pk]), {"step": "check"})
+    assert done["HX-Refresh"] == "true"
+    assert "All 2 rows are good" in client.get(reverse("crm:import_detail", args=[job.pk])).content.decode()
+
+
 def test_a_mapping_missing_a_required_field_is_refused(client, sales_org):
     client.force_login(sales_org["north_manager"])
     upload(client, GOOD)
     job = ImportJob.objects.get()
-    response = client.post(reverse("crm:import_preview", args=[job.pk]), {"map-0": "external_id"})
+    response = preview(client, job, {"map-0": "external_id"})
     assert response.status_code == 422
     assert "no column for the required field(s) name" in response.content.decode()
 
@@ -153,10 +180,7 @@ def test_people_import_refers_to_customers_by_external_id(client, sales_org, dja
     job = ImportJob.objects.get()
     detail = client.get(reverse("crm:import_detail", args=[job.pk])).content.decode()
     assert '<option value="customer_external_id" selected>' in detail  # columns named as fields map themselves
-    client.post(
-        reverse("crm:import_preview", args=[job.pk]),
-        {"map-0": "external_id", "map-1": "customer_external_id", "map-2": "last_name"},
-    )
+    preview(client, job, {"map-0": "external_id", "map-1": "customer_external_id", "map-2": "last_name"})
     with django_capture_on_commit_callbacks(execute=True):
         client.post(reverse("crm:import_run", args=[job.pk]))
     assert Person.objects.get(external_id="P1").customer.external_id == "C1"
@@ -173,7 +197,7 @@ def test_a_large_file_is_read_in_chunks(client, sales_org, django_capture_on_com
     assert job.chunks.count() > 1
     assert job.rows_estimate == 12_000
     assert import_jobs.CHUNK_BYTES < job.file_size
-    client.post(reverse("crm:import_preview", args=[job.pk]), MAPPING)
+    preview(client, job, MAPPING)
     with django_capture_on_commit_callbacks(execute=True):
         client.post(reverse("crm:import_run", args=[job.pk]))
     job.refresh_from_db()
@@ -188,7 +212,7 @@ def test_the_history_says_who_imported_and_how(client, sales_org, django_capture
     client.force_login(manager)
     upload(client, GOOD)
     job = ImportJob.objects.get()
-    client.post(reverse("crm:import_preview", args=[job.pk]), MAPPING)
+    preview(client, job, MAPPING)
     with django_capture_on_commit_callbacks(execute=True):
         client.post(reverse("crm:import_run", args=[job.pk]))
     customer = Customer.objects.get(external_id="K-1")
