@@ -18,6 +18,11 @@ BAD = "Number,Company,Mail\nK-1,Acme,sales@acme.example\nK-2,Beta,not-an-address
 MAPPING = {"map-0": "external_id", "map-1": "name", "map-2": "email"}
 
 
+@pytest.fixture(autouse=True)
+def _tasks_in_the_request(settings):
+    settings.IMPORT_IN_BACKGROUND = False  # the task itself, in the request (as with a broker in tests)
+
+
 def preview(client, job, data):
     """Post the mapping; the check it queues runs (after the commit) and the page shows its preview."""
     with TestCase.captureOnCommitCallbacks(execute=True):
