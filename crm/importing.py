@@ -596,14 +596,15 @@ class _Importer:
                         record[target] = products[text]
                         continue
                 elif column.ref == "user":
-                    if text:
-                        if text not in users:
+                    # An empty cell leaves the user out: you, for a new record; as it was, for a stored one.
+                    if text not in users:
+                        if text:
                             problems.append((target, f"No active user with username {text!r}."))
-                        elif users[text] not in self.assignable:
-                            problems.append((target, f"{text!r} is not someone you may assign."))
-                        else:
-                            record[target] = users[text]
-                        continue
+                    elif users[text] not in self.assignable:
+                        problems.append((target, f"{text!r} is not someone you may assign."))
+                    else:
+                        record[target] = users[text]
+                    continue
                 elif column.ref == "people":
                     names = [p.strip() for p in text.split(PEOPLE_SEPARATOR) if p.strip()]
                     unknown = [n for n in names if n not in people]

@@ -105,6 +105,14 @@ def test_a_rep_may_not_assign_another_rep(sales_org):
     assert str(result.errors[0]) == "line 2: owner: 'south_rep1' is not someone you may assign."
 
 
+def test_an_empty_owner_means_the_importer_for_a_new_record_and_no_change_for_a_stored_one(sales_org):
+    manager = sales_org["north_manager"]
+    f.customer(external_id="C1", owner=sales_org["north_rep1"])
+    run("customers", "external_id,name,owner\nC1,Kept,\nC2,New,\n", manager)
+    assert Customer.objects.get(external_id="C1").owner == sales_org["north_rep1"]
+    assert Customer.objects.get(external_id="C2").owner == manager
+
+
 def test_only_admins_import_products(sales_org):
     text = "external_id,sku,name,family,list_price\nX,SKU-X,X,F,10\n"
     result = failure("products", text, sales_org["north_manager"])
