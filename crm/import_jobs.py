@@ -282,42 +282,57 @@ def progress_key(job_id: int) -> str:
 
 
 def rows_done(job: ImportJob) -> int:
-    if job.status in (ImportJob.Status.RUNNING, ImportJob.Status.CHECKING):
+    if job.status in (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING, ImportJob.Status.CHECKING):
         return int(cache.get(progress_key(job.pk)) or 0)
     return job.rows_done
 
 
+def is_running(job: ImportJob) -> bool:
+    """A queued import a worker has started (its row stays queued until the import commits)."""
+    return job.status == ImportJob.Status.QUEUED and cache.get(progress_key(job.pk)) is not None
+
+
 def import_job_run(*, job_id: int) -> ImportJob | None:
     """Run a queued import all or nothing; records the outcome on the job and deletes its file.
-    Safe to call twice: only a queued job runs."""
+
+    The job's row stays locked, and its outcome is written in the import's own transaction: a
+    second copy of the task waits for the first and then finds the job done, and a worker lost
+    midway leaves the job queued with nothing written, for the task's redelivery to run again.
+    While it runs, the page learns the rows done from the cache.
+    """
     with transaction.atomic():
         job = ImportJob.objects.select_for_update().select_related("user").filter(pk=job_id).first()
         if job is None or job.status != ImportJob.Status.QUEUED:
             return job
-        job.status = ImportJob.Status.RUNNING
         job.started_at = timezone.now()
-        job.save(update_fields=["status", "started_at"])
-    cache.set(progress_key(job.pk), 0, PROGRESS_TIMEOUT)
+        cache.set(progress_key(job.pk), 0, PROGRESS_TIMEOUT)
 
-    def progress(rows: int) -> None:
-        cache.set(progress_key(job.pk), rows, PROGRESS_TIMEOUT)
+        def progress(rows: int) -> None:
+            cache.set(progress_key(job.pk), rows, PROGRESS_TIMEOUT)
 
-    result: ImportResult
-    try:
-        with history_context(user=job.user_id, via="import_page", file=job.file_name):
-            result = import_csv(job.kind, open_text(job), user=job.user, mapping=job.mapping, progress=progress)
-    except ImportFailed as exc:
-        result = exc.result
-    except UnicodeDecodeError:
-        result = ImportResult(kind=job.kind)
-        result.add_error(0, "", NOT_UTF8)
-    except Exception as exc:
-        result = ImportResult(kind=job.kind)
-        result.add_error(0, "", f"The import stopped ({type(exc).__name__}); nothing was written. Try again.")
-        _finish(job, result)
-        raise
-    _finish(job, result)
-    return job
+        result: ImportResult
+        stopped: Exception | None = None
+        try:
+            with history_context(user=job.user_id, via="import_page", file=job.file_name):
+                result = import_csv(job.kind, open_text(job), user=job.user, mapping=job.mapping, progress=progress)
+        except ImportFailed as exc:
+            result = exc.result
+        except UnicodeDecodeError:
+            result = ImportResult(kind=job.kind)
+            result.add_error(0, "", NOT_UTF8)
+        except Exception as exc:
+            stopped = exc
+        if stopped is None:
+            _finish(job, result)
+            return job
+    # Something else went wrong (the import's transaction is rolled back): say so on the job.
+    result = ImportResult(kind=job.kind)
+    result.add_error(0, "", f"The import stopped ({type(stopped).__name__}); nothing was written. Try again.")
+    with transaction.atomic():
+        job = ImportJob.objects.select_for_update().get(pk=job_id)
+        if job.status == ImportJob.Status.QUEUED:
+            _finish(job, result)
+    raise stopped
 
 
 def _finish(job: ImportJob, result: ImportResult) -> None:
@@ -332,6 +347,7 @@ def _finish(job: ImportJob, result: ImportResult) -> None:
     with transaction.atomic():
         job.save(
             update_fields=[
+                "started_at",
                 "status",
                 "rows_done",
                 "created",

@@ -28,7 +28,7 @@ def prune_sync_log_task() -> dict:
     return sync_log_prune(tombstone_days=settings.SYNC_TOMBSTONE_RETENTION_DAYS)
 
 
-@shared_task(name="crm.tasks.import_job_run_task", acks_late=True)
+@shared_task(name="crm.tasks.import_job_run_task", acks_late=True, reject_on_worker_lost=True)
 def import_job_run_task(job_id: int) -> dict:
     """Run one queued import from the import page, all or nothing (a second copy finds it no longer queued)."""
     from crm.import_jobs import import_job_run

@@ -70,7 +70,7 @@ def _detail(request, job: ImportJob, *, mapping=None, problems=(), upload_error=
         "fields": [{"name": c.name, "required": c.required, "help": c.help} for c in kind.columns],
         "upload_error": upload_error,
         "max_errors": MAX_ERRORS_KEPT,
-        "rows_done": jobs.rows_done(job),
+        "rows_done": jobs.rows_done(job), "running": jobs.is_running(job),
     }
     return render(request, "crm/import_detail.html", context, status=status)
 
@@ -134,7 +134,8 @@ def import_run(request, pk: int):
 
 
 def _progress(request, job: ImportJob) -> HttpResponse:
-    return render(request, "crm/partials/import_progress.html", {"job": job, "rows_done": jobs.rows_done(job)})
+    context = {"job": job, "rows_done": jobs.rows_done(job), "running": jobs.is_running(job)}
+    return render(request, "crm/partials/import_progress.html", context)
 
 
 @manager_required

@@ -224,3 +224,26 @@ def test_the_history_says_who_imported_and_how(client, sales_org, django_capture
     entry = history.account_history(customer.pk, manager)[0]
     assert entry.op == "created"
     assert (entry.actor.get("via"), entry.actor.get("username")) == ("import_page", "north_manager")
+
+
+def test_a_second_copy_of_the_import_task_does_nothing(client, sales_org, django_capture_on_commit_callbacks):
+    from crm.import_jobs import import_job_run
+
+    client.force_login(sales_org["north_manager"])
+    upload(client, GOOD)
+    job = ImportJob.objects.get()
+    preview(client, job, MAPPING)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("crm:import_run", args=[job.pk]))
+    again = import_job_run(job_id=job.pk)
+    assert again.status == ImportJob.Status.SUCCEEDED
+    assert Customer.objects.filter(external_id__in=["K-1", "K-2"]).count() == 2
+
+
+def test_the_lists_link_their_exports(client, sales_org):
+    client.force_login(sales_org["north_rep1"])
+    accounts = client.get(reverse("crm:account_list")).content.decode()
+    for kind in ("customers", "people", "products", "holdings", "usage", "contacts", "events", "purchases"):
+        assert reverse("crm:records_csv", args=[kind]) in accounts
+    tasks = client.get(reverse("crm:task_list"), {"status": "done"}).content.decode()
+    assert f'href="{reverse("crm:tasks_csv")}?status=done"' in tasks
