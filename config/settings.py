@@ -185,6 +185,7 @@ CLV_RECOMPUTE_IN_BACKGROUND = env.bool("CLV_RECOMPUTE_IN_BACKGROUND", default=CE
 # Imports from the web page: in a thread of the web process when tasks run in-process, else on a worker.
 IMPORT_IN_BACKGROUND = env.bool("IMPORT_IN_BACKGROUND", default=CELERY_TASK_ALWAYS_EAGER)
 IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=200 * 1024 * 1024)
+IMPORT_FILE_RETENTION_DAYS = env.int("IMPORT_FILE_RETENTION_DAYS", default=7)
 if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = "memory://"
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL or None)
@@ -217,6 +218,10 @@ CELERY_BEAT_SCHEDULE = {
     "sync-log-prune": {
         "task": "crm.tasks.prune_sync_log_task",
         "schedule": crontab(hour=4, minute=15),
+    },
+    "import-files-prune": {  # uploads left without an import
+        "task": "crm.tasks.prune_import_files_task",
+        "schedule": crontab(hour=4, minute=30),
     },
     "webhooks-dispatch": {  # the backstop of the after-write kick (crm/webhooks)
         "task": "crm.webhooks.dispatch",

@@ -360,3 +360,22 @@ def _finish(job: ImportJob, result: ImportResult) -> None:
         )
         job.chunks.all().delete()
     cache.delete(progress_key(job.pk))
+
+
+def import_files_prune(*, days: int) -> int:
+    """Uploads older than `days` that were never imported: their files are deleted and the jobs
+    marked failed (upload again to import). Returns how many jobs."""
+    from datetime import timedelta
+
+    cutoff = timezone.now() - timedelta(days=days)
+    stale = ImportJob.objects.filter(status=ImportJob.Status.UPLOADED, created_at__lt=cutoff)
+    ids = list(stale.values_list("pk", flat=True))
+    if not ids:
+        return 0
+    with transaction.atomic():
+        ImportFileChunk.objects.filter(job_id__in=ids).delete()
+        ImportJob.objects.filter(pk__in=ids).update(
+            status=ImportJob.Status.FAILED, finished_at=timezone.now(), error_count=0,
+            errors=[f"The uploaded file was deleted after {days} days without an import; upload it again."],
+        )
+    return len(ids)

@@ -46,4 +46,14 @@ def import_job_check_task(job_id: int) -> dict:
     return {"job": job_id, "status": job.status if job else None}
 
 
+@shared_task(name="crm.tasks.prune_import_files_task")
+def prune_import_files_task() -> dict:
+    """Delete uploaded files that were never imported, after IMPORT_FILE_RETENTION_DAYS (nightly)."""
+    from django.conf import settings
+
+    from crm.import_jobs import import_files_prune
+
+    return {"jobs": import_files_prune(days=settings.IMPORT_FILE_RETENTION_DAYS)}
+
+
 from crm.webhooks.tasks import webhook_deliver_task, webhooks_dispatch_task  # noqa: E402, F401  (registered here)

@@ -247,3 +247,22 @@ def test_the_lists_link_their_exports(client, sales_org):
         assert reverse("crm:records_csv", args=[kind]) in accounts
     tasks = client.get(reverse("crm:task_list"), {"status": "done"}).content.decode()
     assert f'href="{reverse("crm:tasks_csv")}?status=done"' in tasks
+
+
+def test_uploads_never_imported_are_pruned(client, sales_org):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from crm.import_jobs import import_files_prune
+
+    client.force_login(sales_org["north_manager"])
+    upload(client, GOOD)
+    upload(client, GOOD, name="fresh.csv")
+    old = ImportJob.objects.get(file_name="book.csv")
+    ImportJob.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=8))
+    assert import_files_prune(days=7) == 1
+    old.refresh_from_db()
+    assert old.status == ImportJob.Status.FAILED
+    assert ImportFileChunk.objects.filter(job=old).count() == 0
+    assert ImportFileChunk.objects.filter(job__file_name="fresh.csv").count() == 1
