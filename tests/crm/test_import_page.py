@@ -266,3 +266,10 @@ def test_uploads_never_imported_are_pruned(client, sales_org):
     assert old.status == ImportJob.Status.FAILED
     assert ImportFileChunk.objects.filter(job=old).count() == 0
     assert ImportFileChunk.objects.filter(job__file_name="fresh.csv").count() == 1
+
+
+def test_the_nightly_prune_is_scheduled(settings):
+    from config.celery import app as celery_app
+
+    task = settings.CELERY_BEAT_SCHEDULE["import-files-prune"]["task"]
+    assert task in celery_app.tasks
