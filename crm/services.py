@@ -665,13 +665,18 @@ def purchase_amounts(
     return Decimal(amount), Decimal(unit_price)
 
 
+def purchase_amount_max() -> Decimal:
+    """The largest amount (and unit price) one purchase line may have: CRM_PURCHASE_AMOUNT_MAX."""
+    return Decimal(settings.CRM_PURCHASE_AMOUNT_MAX)
+
+
 def purchase_plausible(*, amount: Decimal, unit_price: Decimal) -> None:
     """Refuse a purchase line above CRM_PURCHASE_AMOUNT_MAX (raises ValidationError naming the field).
 
     One mistyped line would dominate its customer's value and the spend model of every run;
     the CLV run also caps implausible spend (clv.engine.outliers), this refuses it at the door.
     """
-    bound = Decimal(settings.CRM_PURCHASE_AMOUNT_MAX)
+    bound = purchase_amount_max()
     errors = {
         name: f"At most {bound:,.2f} per purchase line (the CRM_PURCHASE_AMOUNT_MAX setting); got {value:,.2f}."
         for name, value in (("amount", amount), ("unit_price", unit_price)) if value > bound
