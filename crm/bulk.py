@@ -128,6 +128,10 @@ def insert_instances(
 # adapter Django registers); datetimes and dates are turned into Django's text here.
 _SQLITE_RAW_TYPES = _RAW_TYPES - {"DateField", "DateTimeField"}
 SQLITE_CHUNK_ROWS = 5_000
+# Page cache for a connection that bulk loads (SQLite's default is 2 MB): once the pages a long
+# transaction changed no longer fit, SQLite spills them to the file, syncing the journal each
+# time, and the load waits on the disk. Pages are taken only as they are used.
+SQLITE_BULK_CACHE_KIB = 131_072
 
 
 def _sqlite_insert(model: type[models.Model], columns: Sequence[str], rows: Iterable[Sequence]) -> int:
@@ -146,6 +150,10 @@ def _sqlite_insert(model: type[models.Model], columns: Sequence[str], rows: Iter
            f"VALUES ({', '.join(['%s'] * len(names))})")
     written = 0
     with connection.cursor() as cursor:
+        cursor.execute("PRAGMA cache_size")
+        (cache,) = cursor.fetchone()
+        if cache < 0 and -cache < SQLITE_BULK_CACHE_KIB:  # negative: KiB (as the default is given)
+            cursor.execute(f"PRAGMA cache_size = -{SQLITE_BULK_CACHE_KIB}")
         suspended = sqlite_insert_trigger_suspended(cursor, model._meta.db_table) if placed else nullcontext()
         with suspended:
             chunk: list[list] = []

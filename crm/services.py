@@ -598,7 +598,9 @@ def person_add(*, customer: Customer, last_name: str, external_id: str | None = 
 @transaction.atomic
 def person_update(*, person: Person, data: dict[str, Any]) -> tuple[Person, bool]:
     """Edit a person of the decision-making unit; making them primary demotes the current primary
-    (of the customer they belong to after the edit)."""
+    (of the customer they belong to after the edit). An erased person (crm/privacy.py) stays erased."""
+    if person.erased_at is not None:
+        raise ValidationError("This person's personal data was erased on request; the record cannot be edited.")
     customer = data.get("customer", person.customer)
     if data.get("is_primary") and (not person.is_primary or customer.pk != person.customer_id):
         _demote_primary(customer, keep=person)
