@@ -119,3 +119,16 @@ def test_only_admins_may_erase_or_export(anna, make_user):
         privacy.person_personal_data(person=anna, requested_by=rep)
     anna.refresh_from_db()
     assert anna.erased_at is None
+
+
+def test_person_data_command_exports_and_erases(anna, admin, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    out = tmp_path / "anna.json"
+    call_command("person_data", "export", str(anna.pk), "--by", admin.username, "--output", str(out))
+    assert json.loads(out.read_text())["person"]["email"] == "anna@example.com"
+    with pytest.raises(CommandError, match="not an admin"):
+        call_command("person_data", "erase", str(anna.pk), "--by", "nobody")
+    call_command("person_data", "erase", str(anna.pk), "--by", admin.username)
+    anna.refresh_from_db()
+    assert anna.email == ""
