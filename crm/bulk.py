@@ -24,7 +24,9 @@ from contextlib import nullcontext
 from decimal import Decimal
 
 import numpy as np
+from django.conf import settings
 from django.db import connection, models
+from django.utils import timezone
 
 COPY_CHUNK_ROWS = 50_000
 BULK_CREATE_BATCH = 2_000
@@ -190,7 +192,7 @@ def _sqlite_adapter(field: models.Field):
     if kind == "DateTimeField":
         return _sqlite_datetime()
     if kind == "DateField":
-        return str
+        return lambda value: str(value.date() if isinstance(value, dt.datetime) else value)
     return lambda value: field.get_db_prep_save(value, connection)
 
 
@@ -201,7 +203,8 @@ def _sqlite_datetime():
     def adapt(value):
         text = seen.get(value)
         if text is None:
-            text = str(value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo is not None else value)
+            aware = value if value.tzinfo is not None or not settings.USE_TZ else timezone.make_aware(value)
+            text = str(aware.astimezone(dt.UTC).replace(tzinfo=None) if aware.tzinfo is not None else aware)
             if len(seen) >= 100_000:
                 seen.clear()
             seen[value] = text
