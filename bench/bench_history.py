@@ -10,12 +10,18 @@ Side by side in one process, alternating rounds with the history triggers enable
 Each round writes to fresh customers (one purchase line each per batch, as bench_api does), so
 the kept CLV summary costs the same in every round. PostgreSQL only. Writes into the configured
 database (customers HBC-*, purchases HB-*).
+
+Besides records per second of wall time it reports records per CPU second: this process's CPU
+time plus that of its PostgreSQL backend (read from /proc when the server runs on this machine),
+which a machine shared with other jobs inflates much less than the wall time. Prints the
+median of the rounds for each setting.
 """
 
 import argparse
 import csv
 import io
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -41,6 +47,21 @@ from crm.history_models import EVENT_MODELS  # noqa: E402
 from crm.models import Customer  # noqa: E402
 
 BATCH = 1000
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its PostgreSQL backend (if that runs on this machine)."""
+    total = time.process_time()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    except (OSError, IndexError, ValueError):
+        pass
+    return total
 
 
 def history_triggers(enabled: bool) -> None:
@@ -71,12 +92,13 @@ def bulk_round(client, tag: str, batches: int) -> tuple[float, float]:
 
     rates = []
     for amount in ("10.00", "12.50"):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         for b in range(batches):
             response = client.post("/api/v1/purchases/bulk/", {"records": records(amount, b)}, format="json")
             assert response.status_code == 200, response.content[:300]
         rates.append(batches * BATCH / (time.perf_counter() - started))
-    return rates[0], rates[1]
+        rates.append(batches * BATCH / (cpu_seconds() - cpu))
+    return tuple(rates)
 
 
 def import_round(rows: int, tag: str, customers: int) -> float:
@@ -88,9 +110,9 @@ def import_round(rows: int, tag: str, customers: int) -> float:
             for i in range(rows):
                 writer.writerow([f"HBC-{tag}-{i % customers}", f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}", "9.99",
                                  f"{tag}-{i}"])
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         call_command("import_purchases", str(path), verbosity=0, stdout=io.StringIO())
-        return rows / (time.perf_counter() - started)
+        return rows / (time.perf_counter() - started), rows / (cpu_seconds() - cpu)
 
 
 def main() -> None:
@@ -112,17 +134,25 @@ def main() -> None:
                 history_triggers(enabled)
                 tag = f"{run}-{r}-{int(enabled)}"
                 customers_for_round(tag, args.batches * BATCH, user)
-                create, update = bulk_round(client, tag, args.batches)
-                imported = import_round(args.rows, tag, args.batches * BATCH) if args.rows else 0.0
-                results[enabled].append((create, update, imported))
-                print(f"round {r} history {'on ' if enabled else 'off'}: bulk create {create:,.0f}/s, "
-                      f"bulk update {update:,.0f}/s, CSV import {imported:,.0f} rows/s", flush=True)
+                create, create_cpu, update, update_cpu = bulk_round(client, tag, args.batches)
+                imported, imported_cpu = import_round(args.rows, tag, args.batches * BATCH) if args.rows else (0, 0)
+                row = (create, create_cpu, update, update_cpu, imported, imported_cpu)
+                results[enabled].append(row)
+                print(f"round {r} history {'on ' if enabled else 'off'}: " + report(row), flush=True)
     history_triggers(True)
-    print("best of each (records/s):")
+    print(f"median of {args.rounds} rounds (load average {os.getloadavg()[0]:.1f}):")
+    medians = {}
     for enabled in (True, False):
-        best = [max(values) for values in zip(*results[enabled], strict=True)]
-        print(f"  history {'on ' if enabled else 'off'}: bulk create {best[0]:,.0f}, bulk update {best[1]:,.0f}, "
-              f"CSV import {best[2]:,.0f}")
+        medians[enabled] = [statistics.median(values) for values in zip(*results[enabled], strict=True)]
+        print(f"  history {'on ' if enabled else 'off'}: " + report(medians[enabled]))
+    ratios = [on / off if off else 0 for on, off in zip(medians[True], medians[False], strict=True)]
+    print("  on / off: " + ", ".join(f"{r:.2f}" for r in ratios))
+
+
+def report(row) -> str:
+    create, create_cpu, update, update_cpu, imported, imported_cpu = row
+    return (f"bulk create {create:,.0f}/s ({create_cpu:,.0f} per CPU s), bulk update {update:,.0f}/s "
+            f"({update_cpu:,.0f} per CPU s), CSV import {imported:,.0f} rows/s ({imported_cpu:,.0f} per CPU s)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Fast bulk inserts and reads: COPY on PostgreSQL, batched bulk_create and fetchall elsewhere.
+"""Fast bulk inserts and reads: COPY on PostgreSQL, executemany on SQLite.
 
 Used by the demo generator, the CSV import and other bulk paths. Rows are tuples in the
 order of `columns` (database column names of the model's concrete fields); values are
@@ -16,13 +16,17 @@ retries see one kind of error and Django knows to replace the broken connection.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from decimal import Decimal
 
 import numpy as np
+from django.conf import settings
 from django.db import connection, models
+from django.utils import timezone
 
 COPY_CHUNK_ROWS = 50_000
 BULK_CREATE_BATCH = 2_000
@@ -33,6 +37,8 @@ def bulk_insert(model: type[models.Model], columns: Sequence[str], rows: Iterabl
     """Insert `rows` into `model`'s table; returns how many were written."""
     if connection.vendor == "postgresql":
         return _copy(model._meta.db_table, columns, rows)
+    if connection.vendor == "sqlite":
+        return _sqlite_insert(model, columns, rows)
     field_names = {f.column: f.attname for f in model._meta.concrete_fields}
     attnames = [field_names[c] for c in columns]
     written = 0
@@ -118,6 +124,93 @@ def insert_instances(
         obj._state.adding = False
         obj._state.db = connection.alias
     return [obj for obj in instances if obj.pk is None]
+
+
+# Field types whose Python values the sqlite3 module stores as Django would (Decimal through the
+# adapter Django registers); datetimes and dates are turned into Django's text here.
+_SQLITE_RAW_TYPES = _RAW_TYPES - {"DateField", "DateTimeField"}
+SQLITE_CHUNK_ROWS = 5_000
+# Page cache for a connection that bulk loads (SQLite's default is 2 MB): once the pages a long
+# transaction changed no longer fit, SQLite spills them to the file, syncing the journal each
+# time, and the load waits on the disk. Pages are taken only as they are used.
+SQLITE_BULK_CACHE_KIB = 131_072
+
+
+def _sqlite_insert(model: type[models.Model], columns: Sequence[str], rows: Iterable[Sequence]) -> int:
+    """One executemany per chunk of rows, values adapted per column (not per field and row as
+    bulk_create does). Synced tables get their places in the change feed here, a block of the
+    counter per chunk, so the feed's per-row insert trigger is not run (inside a transaction it
+    is suspended for the insert; outside, it skips rows placed already)."""
+    from crm.sync import CHANGE_COLUMNS, sqlite_insert_trigger_suspended, sqlite_reserve_positions
+
+    fields = {f.column: f for f in model._meta.concrete_fields}
+    adapters = [(i, adapt) for i, c in enumerate(columns) if (adapt := _sqlite_adapter(fields[c])) is not None]
+    placed = all(c in fields for c in CHANGE_COLUMNS) and not set(CHANGE_COLUMNS) & set(columns)
+    names = [*columns, *CHANGE_COLUMNS] if placed else list(columns)
+    quote = connection.ops.quote_name
+    sql = (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(c) for c in names)}) "
+           f"VALUES ({', '.join(['%s'] * len(names))})")
+    written = 0
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA cache_size")
+        (cache,) = cursor.fetchone()
+        if cache < 0 and -cache < SQLITE_BULK_CACHE_KIB:  # negative: KiB (as the default is given)
+            cursor.execute(f"PRAGMA cache_size = -{SQLITE_BULK_CACHE_KIB}")
+        suspended = sqlite_insert_trigger_suspended(cursor, model._meta.db_table) if placed else nullcontext()
+        with suspended:
+            chunk: list[list] = []
+            for row in rows:
+                values = list(row)
+                if len(values) != len(columns):
+                    raise ValueError(f"bulk_insert: {len(values)} values for {len(columns)} columns")
+                for i, adapt in adapters:
+                    if values[i] is not None:
+                        values[i] = adapt(values[i])
+                chunk.append(values)
+                if len(chunk) >= SQLITE_CHUNK_ROWS:
+                    written += _sqlite_write(cursor, sql, chunk, sqlite_reserve_positions if placed else None)
+                    chunk = []
+            if chunk:
+                written += _sqlite_write(cursor, sql, chunk, sqlite_reserve_positions if placed else None)
+    return written
+
+
+def _sqlite_write(cursor, sql: str, chunk: list[list], reserve) -> int:
+    if reserve is not None:
+        first = reserve(cursor, len(chunk))
+        for i, values in enumerate(chunk):
+            values.append(0)
+            values.append(2 * (first + i))
+    cursor.executemany(sql, chunk)
+    return len(chunk)
+
+
+def _sqlite_adapter(field: models.Field):
+    kind = field.get_internal_type()
+    if kind in _SQLITE_RAW_TYPES:
+        return None
+    if kind == "DateTimeField":
+        return _sqlite_datetime()
+    if kind == "DateField":
+        return lambda value: str(value.date() if isinstance(value, dt.datetime) else value)
+    return lambda value: field.get_db_prep_save(value, connection)
+
+
+def _sqlite_datetime():
+    """Django's text for a datetime on SQLite (naive UTC), memoised: an import repeats few distinct times."""
+    seen: dict = {}
+
+    def adapt(value):
+        text = seen.get(value)
+        if text is None:
+            aware = value if value.tzinfo is not None or not settings.USE_TZ else timezone.make_aware(value)
+            text = str(aware.astimezone(dt.UTC).replace(tzinfo=None) if aware.tzinfo is not None else aware)
+            if len(seen) >= 100_000:
+                seen.clear()
+            seen[value] = text
+        return text
+
+    return adapt
 
 
 def _copy(table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> int:

@@ -25,7 +25,7 @@ from clv.summary import summary_deferred
 from crm.bulk import bulk_insert, refresh_statistics
 from crm.dates import happened_error
 from crm.models import Customer, Product, Purchase
-from crm.services import purchase_plausible, purchases_bulk_insert
+from crm.services import purchase_amount_max, purchase_plausible, purchases_bulk_insert
 
 REQUIRED_COLUMNS = ("customer_external_id", "purchased_at", "amount")
 OPTIONAL_COLUMNS = ("product_sku", "quantity", "unit_cost", "order_ref")
@@ -33,6 +33,7 @@ PURCHASE_COLUMNS = ["customer_id", "product_id", "quantity", "unit_price", "amou
                     "order_ref", "external_id", "created_at", "updated_at"]
 DEFAULT_BATCH_SIZE = 5_000
 MONEY = Decimal("0.01")
+ONE = Decimal(1)
 
 
 class ImportError_(Exception):
@@ -84,14 +85,18 @@ def import_purchases_csv(
     with transaction.atomic(), summary_deferred():
         customers = _CustomerCache()
         products = dict(Product.objects.values_list("sku", "pk"))
-        now = timezone.now()
+        parse = _RowParser(index, customers, products, date_format, timezone.now())
+        width = len(header)
         batch: list[tuple] = []
         for line, row in enumerate(reader, start=2):
-            if not row or all(not cell.strip() for cell in row):
+            if len(row) != width:
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                raise ImportError_(line, f"expected {width} values, found {len(row)}")
+            parsed = parse(row, line)
+            if parsed is None:
                 continue
-            if len(row) != len(header):
-                raise ImportError_(line, f"expected {len(header)} values, found {len(row)}")
-            batch.append(_parse(row, index, line, customers, products, date_format, now))
+            batch.append(parsed)
             result.rows += 1
             if len(batch) >= batch_size:
                 customers.flush()
@@ -120,11 +125,6 @@ class _CustomerCache:
         self.pending: set[str] = set()
         self.created = 0
 
-    def note(self, external_id: str) -> str:
-        if external_id not in self.known:
-            self.pending.add(external_id)
-        return external_id
-
     def flush(self) -> None:
         if not self.pending:
             return
@@ -149,37 +149,74 @@ class _CustomerCache:
             yield (self.known[row[0]], *row[1:])
 
 
-def _parse(row, index, line, customers, products, date_format, now) -> tuple:
-    def cell(name: str) -> str:
-        return row[index[name]].strip() if name in index else ""
+class _RowParser:
+    """Checks and converts one line at a time. What stays the same from line to line (column
+    positions, the products, the plausibility bound, dates already seen) is worked out once."""
 
-    external_id = cell("customer_external_id")
-    if not external_id:
-        raise ImportError_(line, "customer_external_id is empty")
-    if len(external_id) > 100:
-        raise ImportError_(line, "customer_external_id is longer than 100 characters")
-    purchased_at = _parse_when(cell("purchased_at"), date_format, line)
-    amount = _decimal(cell("amount"), "amount", line)
-    quantity = _decimal(cell("quantity"), "quantity", line) if cell("quantity") else Decimal(1)
-    if quantity <= 0:
-        raise ImportError_(line, f"quantity must be positive, got {cell('quantity')!r}")
-    unit_cost = _decimal(cell("unit_cost"), "unit_cost", line) if cell("unit_cost") else None
-    sku = cell("product_sku")
-    product_id = None
-    if sku:
-        product_id = products.get(sku)
-        if product_id is None:
-            raise ImportError_(line, f"unknown product_sku {sku!r}")
-    order_ref = cell("order_ref")
-    if len(order_ref) > 100:
-        raise ImportError_(line, "order_ref is longer than 100 characters")
-    unit_price = (amount / quantity).quantize(MONEY)
-    try:
-        purchase_plausible(amount=amount, unit_price=unit_price)
-    except ValidationError as exc:
-        raise ImportError_(line, " ".join(exc.messages)) from None
-    return (customers.note(external_id), product_id, quantity, unit_price, amount.quantize(MONEY),
-            None if unit_cost is None else unit_cost.quantize(MONEY), purchased_at, order_ref, None, now, now)
+    DATE_CACHE_MAX = 100_000  # distinct purchased_at texts remembered, so memory stays bounded
+
+    def __init__(self, index: dict[str, int], customers: _CustomerCache, products: dict[str, int],
+                 date_format: str | None, now: datetime):
+        self.customer_at = index["customer_external_id"]
+        self.when_at = index["purchased_at"]
+        self.amount_at = index["amount"]
+        self.sku_at = index.get("product_sku")
+        self.quantity_at = index.get("quantity")
+        self.cost_at = index.get("unit_cost")
+        self.ref_at = index.get("order_ref")
+        self.customers = customers
+        self.products = products
+        self.date_format = date_format
+        self.now = now
+        self.bound = purchase_amount_max()
+        self.dates: dict[str, datetime] = {}
+
+    def __call__(self, row: list[str], line: int) -> tuple | None:
+        """The row to write (customer's external id first), or None for a line of empty cells."""
+        external_id = row[self.customer_at].strip()
+        if not external_id:
+            if all(not cell.strip() for cell in row):
+                return None
+            raise ImportError_(line, "customer_external_id is empty")
+        if len(external_id) > 100:
+            raise ImportError_(line, "customer_external_id is longer than 100 characters")
+        text = row[self.when_at].strip()
+        purchased_at = self.dates.get(text)
+        if purchased_at is None:
+            purchased_at = _parse_when(text, self.date_format, line)
+            if len(self.dates) >= self.DATE_CACHE_MAX:
+                self.dates.clear()
+            self.dates[text] = purchased_at
+        amount = _decimal(row[self.amount_at].strip(), "amount", line)
+        quantity_text = row[self.quantity_at].strip() if self.quantity_at is not None else ""
+        if quantity_text:
+            quantity = _decimal(quantity_text, "quantity", line)
+            if quantity <= 0:
+                raise ImportError_(line, f"quantity must be positive, got {quantity_text!r}")
+        else:
+            quantity = ONE
+        cost_text = row[self.cost_at].strip() if self.cost_at is not None else ""
+        unit_cost = _decimal(cost_text, "unit_cost", line).quantize(MONEY) if cost_text else None
+        product_id = None
+        if self.sku_at is not None:
+            sku = row[self.sku_at].strip()
+            if sku:
+                product_id = self.products.get(sku)
+                if product_id is None:
+                    raise ImportError_(line, f"unknown product_sku {sku!r}")
+        order_ref = row[self.ref_at].strip() if self.ref_at is not None else ""
+        if len(order_ref) > 100:
+            raise ImportError_(line, "order_ref is longer than 100 characters")
+        unit_price = (amount / quantity).quantize(MONEY)
+        if amount > self.bound or unit_price > self.bound:
+            try:
+                purchase_plausible(amount=amount, unit_price=unit_price)
+            except ValidationError as exc:
+                raise ImportError_(line, " ".join(exc.messages)) from None
+        if external_id not in self.customers.known:
+            self.customers.pending.add(external_id)
+        return (external_id, product_id, quantity, unit_price, amount.quantize(MONEY), unit_cost, purchased_at,
+                order_ref, None, self.now, self.now)
 
 
 def _decimal(text: str, name: str, line: int) -> Decimal:

@@ -203,6 +203,11 @@ class Person(SyncedModel):
         "primary contact", default=False, db_default=False,
         help_text="The person to call first; at most one per customer.",
     )
+    erased_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="When the person's personal data was erased on request (crm/privacy.py); the row stays, "
+                  "anonymised, so the contacts they took part in keep their facts.",
+    )
 
     objects = VisibleQuerySet.as_manager()
 
@@ -315,9 +320,11 @@ class Product(SyncedModel):
 class Purchase(SyncedModel):
     """One purchase line: the product-holdings facet's history."""
 
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="purchases")
+    # No index of their own: purchase_customer_date_idx and purchase_product_cust_idx lead with
+    # them (every index costs on bulk loads).
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="purchases", db_index=False)
     product = models.ForeignKey(
-        Product, null=True, blank=True, on_delete=models.PROTECT, related_name="purchases",
+        Product, null=True, blank=True, on_delete=models.PROTECT, related_name="purchases", db_index=False,
         help_text="Empty when the source (e.g. an imported order total) names no product.",
     )
     quantity = models.DecimalField(max_digits=12, decimal_places=3, default=1)

@@ -598,7 +598,9 @@ def person_add(*, customer: Customer, last_name: str, external_id: str | None = 
 @transaction.atomic
 def person_update(*, person: Person, data: dict[str, Any]) -> tuple[Person, bool]:
     """Edit a person of the decision-making unit; making them primary demotes the current primary
-    (of the customer they belong to after the edit)."""
+    (of the customer they belong to after the edit). An erased person (crm/privacy.py) stays erased."""
+    if person.erased_at is not None:
+        raise ValidationError("This person's personal data was erased on request; the record cannot be edited.")
     customer = data.get("customer", person.customer)
     if data.get("is_primary") and (not person.is_primary or customer.pk != person.customer_id):
         _demote_primary(customer, keep=person)
@@ -665,13 +667,18 @@ def purchase_amounts(
     return Decimal(amount), Decimal(unit_price)
 
 
+def purchase_amount_max() -> Decimal:
+    """The largest amount (and unit price) one purchase line may have: CRM_PURCHASE_AMOUNT_MAX."""
+    return Decimal(settings.CRM_PURCHASE_AMOUNT_MAX)
+
+
 def purchase_plausible(*, amount: Decimal, unit_price: Decimal) -> None:
     """Refuse a purchase line above CRM_PURCHASE_AMOUNT_MAX (raises ValidationError naming the field).
 
     One mistyped line would dominate its customer's value and the spend model of every run;
     the CLV run also caps implausible spend (clv.engine.outliers), this refuses it at the door.
     """
-    bound = Decimal(settings.CRM_PURCHASE_AMOUNT_MAX)
+    bound = purchase_amount_max()
     errors = {
         name: f"At most {bound:,.2f} per purchase line (the CRM_PURCHASE_AMOUNT_MAX setting); got {value:,.2f}."
         for name, value in (("amount", amount), ("unit_price", unit_price)) if value > bound

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -311,13 +313,22 @@ def _pg_sql(tables: list[str]) -> list[str]:
     return statements
 
 
+_SQLITE_BUMP = "UPDATE crm_change_counter SET value = value + 1 WHERE id = 1;"
+_SQLITE_SEQ = "(SELECT value FROM crm_change_counter WHERE id = 1)"
+
+
+def _sqlite_insert_trigger(table: str) -> str:
+    # Skips rows a bulk insert placed already (sqlite_reserve_positions).
+    return (f"CREATE TRIGGER {table}_change_ins AFTER INSERT ON {table} WHEN NEW.change_seq = 0 BEGIN {_SQLITE_BUMP} "
+            f"UPDATE {table} SET change_txid = 0, change_seq = {_SQLITE_SEQ} * 2 WHERE id = NEW.id; END")
+
+
 def _sqlite_sql(tables: list[str]) -> list[str]:
     statements = [
         "CREATE TABLE IF NOT EXISTS crm_change_counter (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)",
         "INSERT OR IGNORE INTO crm_change_counter (id, value) VALUES (1, 0)",
     ]
-    bump = "UPDATE crm_change_counter SET value = value + 1 WHERE id = 1;"
-    seq = "(SELECT value FROM crm_change_counter WHERE id = 1)"
+    bump, seq = _SQLITE_BUMP, _SQLITE_SEQ
     by_table = {model._meta.db_table: model for model in FEED_TYPES.values()}
     by_table["crm_tombstone"] = Tombstone
     for table, model in by_table.items():
@@ -325,10 +336,7 @@ def _sqlite_sql(tables: list[str]) -> list[str]:
             continue
         statements.append(f"DROP TRIGGER IF EXISTS {table}_change_ins")
         statements.append(f"DROP TRIGGER IF EXISTS {table}_change_upd")
-        statements.append(
-            f"CREATE TRIGGER {table}_change_ins AFTER INSERT ON {table} BEGIN {bump} "
-            f"UPDATE {table} SET change_txid = 0, change_seq = {seq} * 2 WHERE id = NEW.id; END"
-        )
+        statements.append(_sqlite_insert_trigger(table))
         if model is Tombstone:
             continue
         # Fires only when a column other than the feed's own is set, so the insert trigger's
@@ -341,6 +349,35 @@ def _sqlite_sql(tables: list[str]) -> list[str]:
             f"UPDATE {table} SET change_txid = 0, change_seq = {seq} * 2 + 1 WHERE id = NEW.id; END"
         )
     return statements
+
+
+def sqlite_reserve_positions(cursor, count: int) -> int:
+    """SQLite: take `count` numbers from the feed's counter for rows a bulk insert places itself
+    (change_txid 0, change_seq 2 x number, as the insert trigger would). Returns the first one;
+    SQLite has one writer at a time, so the block belongs to this transaction."""
+    cursor.execute("UPDATE crm_change_counter SET value = value + %s WHERE id = 1 RETURNING value", [count])
+    (last,) = cursor.fetchone()
+    return last - count + 1
+
+
+@contextlib.contextmanager
+def sqlite_insert_trigger_suspended(cursor, table: str) -> Iterator[None]:
+    """SQLite, inside a transaction: the feed's insert trigger of `table` is dropped for the block
+    and created again after it, for a bulk insert that places its rows itself.
+
+    Even a trigger whose WHEN is false costs about as much per row as the insert (SQLite keeps
+    each new row for it). Safe because DDL is part of the transaction on SQLite: the first write
+    takes the database's one write lock until commit, so no other connection writes a row while
+    the trigger is gone, other readers see the committed schema, and a rollback restores it.
+    """
+    if connection.vendor != "sqlite" or not connection.in_atomic_block or table not in SYNCED_TABLES:
+        yield
+        return
+    cursor.execute(f"DROP TRIGGER IF EXISTS {table}_change_ins")
+    try:
+        yield
+    finally:
+        cursor.execute(_sqlite_insert_trigger(table))
 
 
 def backfill_positions(conn=None) -> None:

@@ -3,7 +3,7 @@
 from django.urls import path
 
 from crm.exports import urlpatterns as export_urls
-from crm.views import accounts, imports, manager, salesperson, workspace
+from crm.views import accounts, imports, manager, privacy, salesperson, workspace
 from crm.webhooks.urls import urlpatterns as webhook_urls
 
 app_name = "crm"
@@ -22,6 +22,8 @@ urlpatterns = [
     path("customers/<int:pk>/people/new/", accounts.person_create, name="person_create"),
     path("people/<int:pk>/edit/", accounts.person_edit, name="person_edit"),
     path("people/<int:pk>/remove/", accounts.person_remove, name="person_remove"),
+    path("people/<int:pk>/personal-data/", privacy.person_personal_data, name="person_personal_data"),
+    path("people/<int:pk>/erase/", privacy.person_erase, name="person_erase"),
     path("customers/<int:pk>/holdings/new/", accounts.holding_create, name="holding_create"),
     path("holdings/<int:pk>/usage/new/", accounts.usage_create, name="usage_create"),
     path("customers/<int:pk>/facets/", salesperson.account_facets, name="account_facets"),

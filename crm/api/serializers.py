@@ -275,7 +275,7 @@ class PersonSerializer(CustomerChildSerializer):
         model = Person
         fields = [
             "id", "external_id", "customer", "customer_external_id", "first_name", "last_name", "job_title",
-            "dmu_role", "email", "phone", "is_active", "is_primary", "created_at", "updated_at",
+            "dmu_role", "email", "phone", "is_active", "is_primary", "erased_at", "created_at", "updated_at",
         ]
         read_only_fields = READ_ONLY
 

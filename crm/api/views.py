@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from accounts.models import ApiToken
 from accounts.tokens import TooManyTokens, token_issue, token_revoke
 from clv.models import ClvRun, CustomerValue
-from crm import services, sync
+from crm import privacy, services, sync
 from crm.api import serializers as s
 from crm.api.filters import (
     ClvRunFilter,
@@ -44,6 +44,37 @@ class CatalogueWrites(permissions.BasePermission):
 
     def has_permission(self, request, view):
         return request.method in permissions.SAFE_METHODS or request.user.sees_everything
+
+
+class AdminsOnly(permissions.BasePermission):
+    """Personal-data requests (export, erasure): admins only."""
+
+    message = "Only admins handle personal-data requests."
+
+    def has_permission(self, request, view):
+        return privacy.may_handle_personal_data(request.user)
+
+
+PERSONAL_DATA = inline_serializer("PersonalData", {
+    "generated_at": serializers.DateTimeField(),
+    "generated_by": serializers.CharField(),
+    "person": serializers.DictField(help_text="The person's fields and their customer (id, external_id, name)."),
+    "contacts": serializers.ListField(child=serializers.DictField(), help_text="Contacts they took part in."),
+    "tasks": serializers.ListField(child=serializers.DictField(),
+                                   help_text="Follow-ups of those contacts and tasks naming them."),
+    "history_recorded": serializers.BooleanField(),
+    "history": serializers.ListField(child=serializers.DictField(), help_text="Their change-history rows."),
+    "webhook_deliveries": serializers.ListField(child=serializers.DictField(),
+                                                help_text="Webhook deliveries about them (no payloads)."),
+})
+ERASURE = inline_serializer("PersonErasure", {
+    "person": serializers.IntegerField(),
+    "erased_at": serializers.DateTimeField(),
+    "already_erased": serializers.BooleanField(help_text="True when the person had been erased before."),
+    "scrubbed": serializers.DictField(child=serializers.IntegerField(),
+                                      help_text="Copies scrubbed: history_rows, webhook_deliveries, api_replies, "
+                                                "admin_log."),
+})
 
 
 class CustomerDeletes(permissions.BasePermission):
@@ -93,6 +124,21 @@ class PersonViewSet(SyncedViewSet):
 
     def perform_update_record(self, instance, data):
         return services.person_update(person=instance, data=data)[0]
+
+    @extend_schema(parameters=[LOOKUP], responses={200: PERSONAL_DATA},
+                   description="Everything held about the person, for a personal-data request (admins only).")
+    @action(detail=True, methods=["get"], url_path="personal-data",
+            permission_classes=[permissions.IsAuthenticated, AdminsOnly])
+    def personal_data(self, request, *args, **kwargs):
+        return Response(privacy.person_personal_data(person=self.get_object(), requested_by=request.user))
+
+    @extend_schema(parameters=[LOOKUP], request=None, responses={200: ERASURE},
+                   description="Erase the person's personal data (admins only): the record stays, anonymised, "
+                               "with its contacts; history and webhook payloads are scrubbed and sync clients "
+                               "receive the anonymised record. Erasing again changes nothing.")
+    @action(detail=True, methods=["post"], url_path="erase", permission_classes=[permissions.IsAuthenticated, AdminsOnly])
+    def erase(self, request, *args, **kwargs):
+        return Response(privacy.person_erase(person=self.get_object(), erased_by=request.user))
 
 
 class ProductViewSet(SyncedViewSet):

@@ -99,3 +99,37 @@ def test_insert_instances_sets_each_primary_key_and_stamps():
     assert row.updated_at >= before
     assert row.lifecycle_stage == Customer.Stage.PROSPECT
     assert row.notes == ""
+
+
+def test_bulk_insert_reads_back_as_the_orm_wrote_it_and_places_rows_in_the_feed():
+    from datetime import UTC, datetime, timedelta
+    from datetime import timezone as tz
+
+    from django.db import transaction
+
+    from crm.bulk import bulk_insert
+    from crm.models import Holding, Purchase
+
+    customer = f.customer()
+    product = f.product()
+    earlier = f.purchase(customer=customer)
+    at = datetime(2026, 1, 5, 23, 30, tzinfo=tz(timedelta(hours=-5)))  # the next day in UTC
+    now = timezone.now()
+    with transaction.atomic():
+        bulk_insert(Purchase, ["customer_id", "product_id", "quantity", "unit_price", "amount", "unit_cost",
+                               "purchased_at", "order_ref", "external_id", "created_at", "updated_at"],
+                    [(customer.pk, product.pk, Decimal("2.5"), Decimal("4.00"), Decimal("10.00"), None, at, "R1",
+                      "BULK-1", now, now)])
+        bulk_insert(Holding, ["customer_id", "product_id", "quantity", "since", "until", "status", "external_id",
+                              "created_at", "updated_at"],
+                    [(customer.pk, product.pk, Decimal("3"), date(2025, 6, 1), None, "active", "BULK-H", now, now)])
+    later = f.purchase(customer=customer)
+    written = Purchase.objects.get(external_id="BULK-1")
+    assert written.purchased_at == datetime(2026, 1, 6, 4, 30, tzinfo=UTC)
+    assert (written.quantity, written.amount, written.unit_cost, written.order_ref) == (
+        Decimal("2.5"), Decimal("10.00"), None, "R1")
+    assert Holding.objects.get(external_id="BULK-H").since == date(2025, 6, 1)
+    earlier.refresh_from_db()
+    later.refresh_from_db()
+    assert earlier.change_seq < written.change_seq < later.change_seq
+    assert written.change_seq % 2 == 0

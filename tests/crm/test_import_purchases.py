@@ -100,3 +100,36 @@ def test_imported_purchase_realises_a_won_opportunity(tmp_path, make_user):
     other.refresh_from_db()
     assert won.won_purchase == Purchase.objects.get()
     assert other.won_purchase is None
+
+
+def test_imported_lines_take_places_in_the_change_feed_between_the_writes_around_them(tmp_path):
+    before = f.purchase(customer=f.customer(external_id="C1"))
+    path = write(tmp_path, "customer_external_id,purchased_at,amount\nC1,2026-01-02,10\nC2,2026-01-03,20\n"
+                 "C1,2026-01-04,30\n")
+    call_command("import_purchases", path, batch_size=2, verbosity=0)
+    after = f.purchase(customer=f.customer(external_id="C3"))
+    imported = list(Purchase.objects.exclude(pk__in=[before.pk, after.pk]).order_by("change_seq")
+                    .values_list("change_seq", flat=True))
+    before.refresh_from_db()
+    after.refresh_from_db()
+    assert len(imported) == 3
+    assert len(set(imported)) == 3
+    assert all(seq % 2 == 0 for seq in imported)  # inserts
+    assert before.change_seq < imported[0]
+    assert imported[-1] < after.change_seq  # the feed's insert trigger is back for later writes
+    created = Customer.objects.get(external_id="C2")
+    assert created.change_seq > before.change_seq
+
+
+def test_import_keeps_each_customers_summary_equal_to_a_full_rebuild(tmp_path):
+    from clv.summary import summary_rebuild
+    from tests.clv.test_summary import kept_rows
+
+    f.purchase(customer=f.customer(external_id="C1"), amount=Decimal("5.00"), unit_price=Decimal("5.00"))
+    path = write(tmp_path, "customer_external_id,purchased_at,amount,quantity\nC1,2026-01-02,10,2\n"
+                 "C2,2026-01-03,20,\nC1,2026-01-02,30,1\nC2,2026-02-03,7.5,3\n")
+    call_command("import_purchases", path, batch_size=3, verbosity=0)
+    kept = kept_rows()
+    summary_rebuild()
+    assert kept == kept_rows()
+    assert len(kept[1]) == 2
