@@ -53,6 +53,15 @@ def next_actions_record_shown(*, lists: dict, on: date | None = None) -> int:
     return len(rows)
 
 
+def own_next_actions(user, **kwargs):
+    """The user's own list, recorded the first time it is computed today (My day, the full page, the API)."""
+    from crm.selectors.next_actions import next_actions
+
+    result = next_actions(user, **kwargs)
+    next_actions_record_shown(lists={user.pk: result})
+    return result
+
+
 OWNER_BATCH = 200  # salespeople whose lists are computed together (a fixed number of queries per batch)
 
 

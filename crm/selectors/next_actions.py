@@ -410,13 +410,18 @@ def acted_on(owner_ids: list[int], *, today: date | None = None) -> dict[int, di
     return {r["user_id"]: r for r in rows}
 
 
-def team_next_actions(manager: User, *, today: date | None = None) -> dict[str, Any]:
-    """The manager's team: per salesperson their list (top items, total EV) and how much of it was acted on."""
+def team_next_actions(manager: User, *, today: date | None = None, on_lists=None) -> dict[str, Any]:
+    """The manager's team: per salesperson their list (top items, total EV) and how much of it was acted on.
+
+    `on_lists(lists)` is called before the counts are read (the page records the day's lists there).
+    """
     from crm.selectors.workspace import team_members
 
     today = today or timezone.localdate()
     members = list(team_members(manager))
     lists = next_actions_for(manager, members, today=today)
+    if on_lists is not None:
+        on_lists(lists)
     stats = acted_on([m.pk for m in members], today=today)
     rows = []
     for m in members:

@@ -14,17 +14,10 @@ from django.views.decorators.http import require_GET
 
 from accounts.models import User
 from crm.models import Opportunity
-from crm.next_action_records import next_actions_record_shown
+from crm.next_action_records import next_actions_record_shown, own_next_actions
 from crm.opportunities.services import outcome_rates
 from crm.selectors import next_actions as nba
 from crm.views.access import manager_required
-
-
-def own_list(user: User, **kwargs) -> nba.NextActionList:
-    """The user's own list, recorded the first time it is computed today (My day and the full page)."""
-    result = nba.next_actions(user, **kwargs)
-    next_actions_record_shown(lists={user.pk: result})
-    return result
 
 
 @login_required
@@ -40,7 +33,7 @@ def next_action_list(request):
         raise Http404("No such salesperson.") from None
     except PermissionError as exc:
         raise PermissionDenied(str(exc)) from None
-    result = own_list(owner) if owner == request.user else nba.next_actions(owner, viewer=request.user)
+    result = own_next_actions(owner) if owner == request.user else nba.next_actions(owner, viewer=request.user)
     page = Paginator(result.items, nba.PAGE_SIZE).get_page(request.GET.get("page"))
     context = {"nba": result, "page": page, "owner": owner, "own": owner == request.user}
     return render(request, "crm/next_actions.html", context)
@@ -49,8 +42,7 @@ def next_action_list(request):
 @manager_required
 @require_GET
 def team_next_actions(request):
-    team = nba.team_next_actions(request.user)
-    next_actions_record_shown(lists=team["lists"])
+    team = nba.team_next_actions(request.user, on_lists=lambda lists: next_actions_record_shown(lists=lists))
     rates = outcome_rates()
     context = {
         **team,
