@@ -281,3 +281,10 @@ def test_team_page_is_linked_from_the_dashboard_and_shows_outcome_rates(client, 
 def test_team_page_is_for_managers(client, book):
     client.force_login(book["rep"])
     assert client.get(reverse("crm:team_next_actions")).status_code in (302, 403)
+
+
+def test_the_nightly_task_records_the_lists(book):
+    from crm.tasks import record_next_actions_task
+
+    assert record_next_actions_task.delay().get() == {"recorded": 7}
+    assert NextActionShown.objects.filter(user=book["south"]).count() == 1
