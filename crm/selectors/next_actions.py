@@ -143,8 +143,13 @@ def save_rate(*, today: date | None = None) -> float:
     return (a + row["saved"]) / (a + b + row["trials"])
 
 
-def _ranked(qs, partition: str, *order):
-    """Keep each salesperson's NBA_LIMIT_PER_KIND best rows (one window function, no query per salesperson)."""
+def _ranked(qs, partition: str, owner_ids, *order):
+    """Keep each salesperson's NBA_LIMIT_PER_KIND best rows (one window function, no query per salesperson).
+
+    For one salesperson a plain ORDER BY ... LIMIT, which PostgreSQL answers with a top-N sort.
+    """
+    if len(owner_ids) == 1:
+        return qs.order_by(*order)[: settings.NBA_LIMIT_PER_KIND]
     return qs.annotate(nba_rank=Window(RowNumber(), partition_by=[F(partition)], order_by=list(order))).filter(
         nba_rank__lte=settings.NBA_LIMIT_PER_KIND
     )
@@ -167,7 +172,7 @@ def _retention(viewer, owner_ids, run, prev, rate: float, today: date) -> list[N
     qs = qs.filter(clv__gt=0, prev_p_alive__gte=F("p_alive") + settings.NBA_MIN_P_ALIVE_DROP).annotate(
         nba_value=ExpressionWrapper(Cast("clv", FloatField()) * (F("prev_p_alive") - F("p_alive")), FloatField())
     )
-    rows = _ranked(qs, "owner_id", F("nba_value").desc(), F("id").asc()).values(
+    rows = _ranked(qs, "owner_id", owner_ids, F("nba_value").desc(), F("id").asc()).values(
         "pk", "name", "owner_id", "clv", "p_alive", "prev_p_alive"
     )
     items = []
@@ -196,7 +201,7 @@ def _renewals(viewer, owner_ids, rate: float, today: date) -> list[NextAction]:
     qs = renewals.renewals_at_risk(viewer, owner_ids=owner_ids, today=today).exclude(
         Exists(Contact.objects.filter(customer=OuterRef("customer_id"), occurred_at__gte=recent))
     )
-    rows = _ranked(qs.order_by(), "customer__owner_id", F("value_at_stake").desc(), F("id").desc())
+    rows = _ranked(qs.order_by(), "customer__owner_id", owner_ids, F("value_at_stake").desc(), F("id").desc())
     items = []
     for v in rows:
         product = v.holding.product
@@ -251,7 +256,7 @@ def _follow_ups(viewer, owner_ids, run, rate: float, today: date) -> list[NextAc
         ) - 1
     )
     items = []
-    for t in _ranked(qs, "assigned_to_id", F("nba_value").desc(), F("due_on").asc(), F("id").asc()):
+    for t in _ranked(qs, "assigned_to_id", owner_ids, F("nba_value").desc(), F("due_on").asc(), F("id").asc()):
         clv = t.nba_clv or 0
         days = (today - t.due_on).days
         more = f" (and {t.nba_more} more overdue on this account)" if t.nba_more else ""
@@ -287,9 +292,11 @@ def _opportunities(viewer, owner_ids) -> list[NextAction]:
         Opportunity.objects.visible_to(viewer)
         .filter(customer__owner_id__in=owner_ids, status__in=OPEN_OPPORTUNITY)
         .select_related("customer", "product")
+        .only("id", "kind", "expected_value", "score", "evidence", "customer__name", "customer__owner_id",
+              "product__name")
     )
     items = []
-    for o in _ranked(qs, "customer__owner_id", F("expected_value").desc(), F("score").desc(), F("id").asc()):
+    for o in _ranked(qs, "customer__owner_id", owner_ids, F("expected_value").desc(), F("score").desc(), F("id").asc()):
         kind = Kind.UP_SELL if o.kind == Opportunity.Kind.UP_SELL else Kind.CROSS_SELL
         items.append(NextAction(
             kind=kind, key=f"opportunity:{o.pk}", owner_id=o.customer.owner_id, customer_id=o.customer_id,
