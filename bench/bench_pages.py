@@ -166,10 +166,11 @@ def copy_seed(n: int, users: dict[str, User], seed: int = 7) -> None:
                     seen.add((cid, p.pk, kind))
                     yield (cid, p.pk, None, kind, round(rng.random(), 3), rng.randint(50, 5000),
                            "Customers like this one hold it.", "{}", rng.choice(["open", "open", "accepted", "won"]),
-                           now.isoformat(), stamp, stamp)
+                           now.isoformat(), stamp, stamp, "", "", "")
 
         _copy(Opportunity, ["customer", "product", "from_product", "kind", "score", "expected_value", "evidence",
-                            "evidence_data", "status", "generated_at", "created_at", "updated_at"], opportunities())
+                            "evidence_data", "status", "generated_at", "created_at", "updated_at", "rule",
+                            "dismiss_reason", "dismiss_note"], opportunities())
     print(f"  crm rows in {time.perf_counter() - t0:.1f} s", flush=True)
     seed_clv(rng)
 
@@ -237,6 +238,21 @@ def seed(n: int, seeder: str) -> None:
         cur.execute("ANALYZE")
 
 
+def seed_overdue_tasks() -> None:
+    """Open tasks on one account in seven (none when the book already has tasks), a third of them overdue."""
+    from crm.models import Task
+
+    if Task.objects.exists():
+        return
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO crm_task (customer_id, assigned_to_id, title, notes, due_on, outcome, created_at, updated_at,"
+            " change_txid, change_seq) SELECT id, owner_id, 'Follow up', '', CURRENT_DATE + (id % 30)::int - 10, '',"
+            " now(), now(), 0, 0 FROM crm_customer WHERE id % 7 = 0 AND owner_id IS NOT NULL"
+        )
+        cur.execute("ANALYZE crm_task")
+
+
 # -- timing ---------------------------------------------------------------------------------------
 
 
@@ -275,6 +291,7 @@ def main() -> None:
         seeder = "demo" if "seed_demo" in get_commands() else "copy"
     seed(args.customers, seeder)
 
+    seed_overdue_tasks()
     total = Customer.objects.count()
     rep = User.objects.get(username="rep_north_1")
     rep_customers = Customer.objects.filter(owner=rep).count()
@@ -289,6 +306,8 @@ def main() -> None:
         ("admin", "account list (admin, sort last contact)", "/customers/?sort=-last_contact"),
         ("rep_north_1", "account 360", f"/customers/{busiest}/"),
         ("rep_north_1", "my day", "/my-day/"),
+        ("rep_north_1", "next best actions (rep, full list)", "/next-actions/"),
+        ("manager_north", "next best actions (manager, team page)", "/dashboard/next-actions/"),
         ("manager_north", "dashboard (manager)", "/dashboard/"),
         ("admin", "dashboard (admin, whole book)", "/dashboard/"),
     ]

@@ -223,6 +223,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "crm.tasks.prune_import_files_task",
         "schedule": crontab(hour=4, minute=30),
     },
+    "next-actions-record": {  # what is on each salesperson's list today, for managers' "acted on"
+        "task": "crm.tasks.record_next_actions_task",
+        "schedule": crontab(hour=env.int("NBA_RECORD_HOUR", default=5), minute=0),
+    },
     "webhooks-dispatch": {  # the backstop of the after-write kick (crm/webhooks)
         "task": "crm.webhooks.dispatch",
         "schedule": env.float("WEBHOOK_DISPATCH_SECONDS", default=30.0),
@@ -322,6 +326,15 @@ OPPORTUNITY_MIN_SUPPORT = env.float("OPPORTUNITY_MIN_SUPPORT", default=0.001)  #
 OPPORTUNITY_MIN_COUNT = env.int("OPPORTUNITY_MIN_COUNT", default=5)  # customers holding A and B, at least
 OPPORTUNITY_MIN_LIFT = env.float("OPPORTUNITY_MIN_LIFT", default=1.0)  # rules must beat the base rate
 OPPORTUNITY_TOP_K = env.int("OPPORTUNITY_TOP_K", default=3)  # cross-sell suggestions per customer
+# Next best action (crm/selectors/next_actions.py). A timely call saves a customer (or a renewal)
+# with a probability that starts from a Beta(a, b) prior (mean a / (a + b) = 25%) and learns from
+# the retention calls made: saved when the customer bought again within NBA_SAVE_WINDOW_DAYS.
+NBA_SAVE_PRIOR_A = env.float("NBA_SAVE_PRIOR_A", default=2.0)
+NBA_SAVE_PRIOR_B = env.float("NBA_SAVE_PRIOR_B", default=6.0)
+NBA_SAVE_WINDOW_DAYS = env.int("NBA_SAVE_WINDOW_DAYS", default=90)
+NBA_MIN_P_ALIVE_DROP = env.float("NBA_MIN_P_ALIVE_DROP", default=0.05)  # a smaller fall is noise, not a signal
+NBA_LIMIT_PER_KIND = env.int("NBA_LIMIT_PER_KIND", default=50)  # items of each kind on one salesperson's list
+NBA_ACTED_WINDOW_DAYS = env.int("NBA_ACTED_WINDOW_DAYS", default=30)  # the "acted on" period managers see
 UPSELL_UTILISATION_THRESHOLD = env.float("UPSELL_UTILISATION_THRESHOLD", default=0.9)
 UPSELL_PERIODS = env.int("UPSELL_PERIODS", default=3)  # consecutive recent usage periods at/over the threshold
 UPSELL_HIGH_VALUE_QUANTILE = env.float("UPSELL_HIGH_VALUE_QUANTILE", default=0.8)  # top quintile by value

@@ -83,6 +83,14 @@ def _definitions() -> dict[str, tuple[str, str]]:
             "Pipeline",
             "The sum of the expected values of the open and accepted opportunities shown.",
         ),
+        "nba_ev": (
+            "Next best action expected value",
+            f"What doing this is expected to add or save, in {cur} of margin like CLV: for a retention call, CLV "
+            "times the fall in probability active since the previous run times how often a call saves a customer; "
+            "for a renewal, the value at stake times that save rate; for an overdue follow-up, CLV times the "
+            "chance the customer has gone quiet times that save rate; for an offer, the suggestion's expected value. "
+            "Rounded to whole units, so totals are the sum of the items.",
+        ),
         "value_change": (
             "Change since the previous run",
             "How the CLV moved between the previous CLV run and the current one, and why.",

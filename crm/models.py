@@ -830,6 +830,47 @@ class IdempotencyRecord(models.Model):
         return f"{self.method} {self.path} [{self.key}]"
 
 
+class NextActionShown(models.Model):
+    """An item of a salesperson's next-best-action list, recorded the first day it was on the list.
+
+    Written once a day per salesperson when the list is computed (the nightly task or the first
+    view of the day), for the items not already recorded within NBA_ACTED_WINDOW_DAYS; managers'
+    "acted on" counts compare it with what happened after `shown_on` (a contact logged with the
+    customer, the task completed, the opportunity's status changed).
+    """
+
+    class Kind(models.TextChoices):
+        RETENTION = "retention", "Retention call"
+        RENEWAL = "renewal", "Renewal at risk"
+        FOLLOW_UP = "follow_up", "Overdue follow-up"
+        CROSS_SELL = "cross_sell", "Cross-sell"
+        UP_SELL = "up_sell", "Up-sell"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    key = models.CharField(max_length=60, help_text='What the item is about, e.g. "task:12" or "retention:40".')
+    object_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The task, opportunity or holding the item is about (none for retention)."
+    )
+    expected_value = models.DecimalField(max_digits=14, decimal_places=2)
+    shown_on = models.DateField()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "shown_on"], name="nba_shown_user_day_idx")]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key", "shown_on"], name="nba_shown_once_a_day"),
+            models.CheckConstraint(
+                condition=Q(kind__in=["retention", "renewal", "follow_up", "cross_sell", "up_sell"]),
+                name="nba_shown_kind_valid",
+            ),
+            models.CheckConstraint(condition=Q(expected_value__gte=0), name="nba_shown_value_nonnegative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.key} on {self.shown_on:%Y-%m-%d}"
+
+
 # The change history's event tables (django-pghistory), one per tracked model.
 from crm.history_models import *  # noqa: E402, F403
 from crm.import_models import *  # noqa: E402, F403

@@ -56,4 +56,11 @@ def prune_import_files_task() -> dict:
     return {"jobs": import_files_prune(days=settings.IMPORT_FILE_RETENTION_DAYS)}
 
 
+@shared_task(name="crm.tasks.record_next_actions_task")
+def record_next_actions_task() -> dict:
+    """Record what is on each salesperson's next-best-action list today (nightly, after the CLV run)."""
+    from crm.next_action_records import next_actions_record_all
+
+    return {"recorded": next_actions_record_all()}
+
 from crm.webhooks.tasks import webhook_deliver_task, webhooks_dispatch_task  # noqa: E402, F401  (registered here)

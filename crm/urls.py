@@ -3,7 +3,7 @@
 from django.urls import path
 
 from crm.exports import urlpatterns as export_urls
-from crm.views import accounts, imports, manager, privacy, salesperson, workspace
+from crm.views import accounts, imports, manager, next_actions, privacy, salesperson, workspace
 from crm.webhooks.urls import urlpatterns as webhook_urls
 
 app_name = "crm"
@@ -40,6 +40,8 @@ urlpatterns = [
     path("search/", workspace.search, name="search"),
     path("opportunities/", workspace.opportunity_list, name="opportunity_list"),
     path("opportunities/<int:pk>/act/", workspace.opportunity_act, name="opportunity_act"),
+    path("next-actions/", next_actions.next_action_list, name="next_actions"),
+    path("dashboard/next-actions/", next_actions.team_next_actions, name="team_next_actions"),
     path("dashboard/", manager.dashboard, name="dashboard"),
     path("dashboard/movers/", manager.dashboard_movers, name="dashboard_movers"),
     path("analytics/", manager.analytics, name="analytics"),

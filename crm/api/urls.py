@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
-from crm.api import contracts, schema, views  # noqa: F401  (schema registers the token scheme)
+from crm.api import contracts, next_actions, schema, views  # noqa: F401  (schema registers the token scheme)
 from crm.api.history import RecordHistoryView
 from crm.webhooks import api as webhooks_api
 
@@ -24,6 +24,7 @@ router.register("values", views.CustomerValueViewSet, basename="value")
 router.register("clv-runs", views.ClvRunViewSet, basename="clv-run")
 router.register("holding-values", contracts.HoldingValueViewSet, basename="holding-value")
 router.register("renewals-at-risk", contracts.RenewalAtRiskViewSet, basename="renewal-at-risk")
+router.register("next-actions", next_actions.NextActionViewSet, basename="next-action")
 router.register("auth/tokens", views.TokenViewSet, basename="token")
 
 app_name = "api"

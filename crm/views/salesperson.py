@@ -41,6 +41,9 @@ def my_day(request):
 
         context["reassign_to"] = list(team_members(request.user))
     context.update(renewals.renewals_card(request.user, owner_ids=[request.user.pk]))
+    from crm.next_action_records import own_next_actions
+
+    context["nba"] = own_next_actions(request.user, run=context["run"])
     return render(request, "crm/my_day.html", context)
 
 

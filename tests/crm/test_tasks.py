@@ -359,7 +359,9 @@ def test_my_day_and_tasks_page_queries_are_bounded(client, sales_org, rep, djang
         c = f.customer(owner=rep)
         services.task_create(customer=c, title=f"t{i}", due_on=today() + timedelta(days=i % 9 - 3), assigned_to=rep)
     client.force_login(rep)
-    with django_assert_max_num_queries(14):
+    # The next-best-action card adds its follow-ups and offers (no CLV run here) and, on the first
+    # view of the day, the read and the insert of the day's record: 15 in all.
+    with django_assert_max_num_queries(16):
         assert client.get(reverse("crm:my_day")).status_code == 200
     with django_assert_max_num_queries(8):
         assert client.get(reverse("crm:task_list"), {"status": "all"}).status_code == 200

@@ -450,7 +450,9 @@ def test_my_day_query_count_is_bounded(client, rep, django_assert_max_num_querie
         f.event(customer=c, occurred_at=timezone.now())
         f.opportunity(customer=c)
     login(client, rep)
-    with django_assert_max_num_queries(12):
+    # The next-best-action card adds its follow-ups and offers (no CLV run here) and, on the first
+    # view of the day, the read and the insert of the day's record: 13 in all.
+    with django_assert_max_num_queries(14):
         assert client.get(reverse("crm:my_day")).status_code == 200
 
 
