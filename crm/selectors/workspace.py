@@ -13,8 +13,9 @@ from datetime import date, timedelta
 from typing import Any
 
 from django.core.paginator import Paginator
-from django.db import connection
-from django.db.models import BooleanField, Case, CharField, Count, F, Q, QuerySet, Value, When
+from django.db import connection, transaction
+from django.db.models import BooleanField, Case, CharField, Count, F, Func, Q, QuerySet, Value, When
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -172,23 +173,59 @@ def _clean_query(q: str) -> str:
 
 
 def full_name_expression():
-    """The expression the person_fullname_trgm index is built on (must match it exactly)."""
+    """First and last name joined by a space (the rank of a person among the matches)."""
     return Concat("first_name", Value(" "), "last_name", output_field=CharField())
 
 
 PHONE_PUNCTUATION = (" ", "-", ".", "(", ")", "+", "/", "\u00a0")
-SEARCH_BRANCH_LIMIT = 200  # candidates one index-served branch may bring, before ranking
+SEARCH_CANDIDATE_LIMIT = 40  # rows each index-served subquery may bring (at least 4 x the results asked for)
+# The columns the suggestions and the results page show (fewer columns: a shorter query to build).
+ACCOUNT_RESULT_FIELDS = ("name", "city", "email", "external_id", "lifecycle_stage", "owner__username",
+                         "owner__first_name", "owner__last_name")
+PERSON_RESULT_FIELDS = ("customer_id", "first_name", "last_name", "job_title", "dmu_role", "email", "phone",
+                        "customer__name")
+
+
+class PhoneDigits(Func):
+    """The phone with its punctuation removed, "+33 6 12 34 56 78" -> "33612345678"."""
+
+    template = "%(expressions)s"
+    output_field = CharField()
+
+    def as_sql(self, compiler, connection, **extra_context):
+        sql, params = compiler.compile(self.source_expressions[0])
+        for char in PHONE_PUNCTUATION:  # literals in the SQL, so the expression equals the index's
+            sql = f"REPLACE({sql}, '{char}', '')"
+        return sql, params
 
 
 def phone_digits_expression():
-    """The phone with its punctuation removed, "+33 6 12 34 56 78" -> "33612345678"; the
-    person_phone_digits_trgm index is built on this expression (must match it exactly)."""
-    from django.db.models.functions import Replace
+    return PhoneDigits(F("phone"))
 
-    expression = F("phone")
-    for char in PHONE_PUNCTUATION:
-        expression = Replace(expression, Value(char), Value(""))
-    return expression
+
+class SearchText(Func):
+    """Columns joined by single spaces, NULL as empty: one text to search, the expression the
+    customer_search_trgm and person_search_trgm indexes are built on (migration 0017 holds a
+    copy; the two must stay equal, tests/crm/test_search.py checks the index serves the search).
+    The separators are written into the SQL, not passed as parameters, for the same reason."""
+
+    arg_joiner = " || ' ' || "
+    template = "(%(expressions)s)"
+    output_field = CharField()
+
+    def __init__(self, *expressions):
+        super().__init__(*(Func(e, template="COALESCE(%(expressions)s, '')", output_field=CharField())
+                           for e in expressions))
+
+
+def account_search_text():
+    """What an account is found by: name, city, e-mail, web site, external id."""
+    return SearchText(F("name"), F("city"), F("email"), F("website"), F("external_id"))
+
+
+def person_search_text():
+    """What a person is found by: first and last name, e-mail, phone digits."""
+    return SearchText(F("first_name"), F("last_name"), F("email"), phone_digits_expression())
 
 
 def _phone_digits_query(q: str) -> str:
@@ -206,13 +243,58 @@ def _phone_digits_query(q: str) -> str:
     return digits if len(digits) >= 3 else ""
 
 
-def _candidates(qs: QuerySet, branches: list[Q], limit: int) -> list[int]:
-    """Ids matching any branch, one query per branch so each is served by its own trigram index
-    and stops at `limit` rows (an OR across columns makes PostgreSQL scan and rank every match)."""
-    ids: dict[int, None] = {}
-    for branch in branches:
-        ids.update(dict.fromkeys(qs.filter(branch).values_list("pk", flat=True)[:limit]))
-    return list(ids)
+def _candidates(model: type[Customer] | type[Person], text: Func, condition: Q, owners: list[int] | None,
+                limit: int) -> tuple[str, list]:
+    """SQL for the ids of up to `limit` rows of `model` that meet `condition` on their search text
+    and belong to a customer of `owners` (None: any), unsorted, so it stops at the first ones found.
+
+    The trigram condition is evaluated first, by the index, behind an OFFSET 0 fence, and the
+    owners checked on its rows: the planner cannot estimate how many rows a trigram condition
+    keeps and, left to itself, walks a book's rows in id order computing the similarity of each.
+    """
+    found = model.objects.annotate(search_text=text).filter(condition).order_by()
+    if owners is None:
+        return found.values("id")[:limit].query.sql_with_params()
+    if model is Customer:
+        sql, params = found.values("id", "owner_id").query.sql_with_params()
+        return (f"SELECT found.id FROM ({sql} OFFSET 0) found WHERE found.owner_id = ANY(%s) LIMIT {int(limit)}",
+                [*params, owners])
+    sql, params = found.values("id", "customer_id").query.sql_with_params()
+    return (f"SELECT found.id FROM ({sql} OFFSET 0) found JOIN crm_customer owned ON owned.id = found.customer_id"
+            f" WHERE owned.owner_id = ANY(%s) LIMIT {int(limit)}", [*params, owners])
+
+
+def _best_matches(visible: QuerySet, *, text: Func, q: str, digits: str, owners: list[int] | None, rank: Func,
+                  order: tuple[str, ...], limit: int) -> list:
+    """The best `limit` rows of `visible` whose search text matches `q`, in one query.
+
+    Two index-served subqueries bring the candidates, each stopping at `candidates` rows (a
+    first name matches thousands): the rows containing `q` (ILIKE '%q%', or the phone digits)
+    and the rows similar to it (word similarity `%>`, typo-tolerant). Only those are checked
+    against the visibility rule and ranked: containing `q` first, then by similarity to the name.
+    """
+    import crm.lookups  # noqa: F401  (registers ilike_contains)
+
+    contains = Q(search_text__ilike_contains=q)
+    if digits:
+        contains |= Q(search_text__ilike_contains=digits)
+    candidates = max(SEARCH_CANDIDATE_LIMIT, 4 * limit)
+    model = visible.model
+    containing, containing_params = _candidates(model, text, contains, owners, candidates)
+    similar, similar_params = _candidates(model, text, Q(search_text__trigram_word_similar=q), owners, candidates)
+    # The similar rows are looked for only when fewer than `limit` contain `q` (a one-time
+    # filter: PostgreSQL skips that scan otherwise).
+    ids = RawSQL(
+        f"WITH containing AS ({containing}) SELECT id FROM containing UNION"
+        f" SELECT id FROM ({similar}) alike WHERE (SELECT count(*) FROM containing) < {int(limit)}",
+        [*containing_params, *similar_params],
+    )
+    ranked = visible.annotate(
+        search_text=text,
+        contains=Case(When(contains, then=Value(1)), default=Value(0)),
+        rank=rank,
+    ).filter(pk__in=ids)
+    return list(ranked.order_by("-contains", "-rank", *order)[:limit])
 
 
 def search(user: User, q: str, *, limit: int = SEARCH_LIMIT) -> SearchResults:
@@ -220,9 +302,10 @@ def search(user: User, q: str, *, limit: int = SEARCH_LIMIT) -> SearchResults:
     phone, also typed as bare digits) matching `q`, among the customers the user may see; best
     matches first.
 
-    On PostgreSQL, trigram word similarity (pg_trgm, GIN-indexed) finds names with a typo as
-    well as substrings, one index-served query per field; the visibility rule is applied in each
-    (as a short list of owners) and again on the final rows. On SQLite, a plain case-insensitive
+    On PostgreSQL, one trigram-indexed search text per account and per person (pg_trgm, GIN):
+    one query each for the rows containing `q` and those similar to it (a typo), the contains
+    matches first. The candidates are narrowed to the visible owners (a short list of ids) and
+    the final rows by the visibility rule itself. On SQLite, a plain case-insensitive
     contains-search.
     """
     from accounts.selectors import visible_owner_ids
@@ -230,44 +313,37 @@ def search(user: User, q: str, *, limit: int = SEARCH_LIMIT) -> SearchResults:
     q = _clean_query(q)
     if len(q) < SEARCH_MIN_LENGTH:
         return SearchResults(q, [], [], too_short=bool(q))
-    accounts = Customer.objects.visible_to(user).select_related("owner")
-    people = Person.objects.visible_to(user).select_related("customer").annotate(full_name=full_name_expression())
+    accounts = Customer.objects.visible_to(user).select_related("owner").only(*ACCOUNT_RESULT_FIELDS)
+    people = Person.objects.visible_to(user).select_related("customer").only(*PERSON_RESULT_FIELDS)
     digits = _phone_digits_query(q)
-    if digits:
-        people = people.annotate(phone_digits=phone_digits_expression())
     if connection.vendor == "postgresql":
         from django.contrib.postgres.search import TrigramWordSimilarity
 
-        import crm.lookups  # noqa: F401  (registers ilike_contains)
-
         owners = visible_owner_ids(user)
-        account_pool = Customer.objects.all() if owners is None else Customer.objects.filter(owner_id__in=owners)
-        person_pool = Person.objects.annotate(full_name=full_name_expression())
-        if owners is not None:
-            person_pool = person_pool.filter(customer__owner_id__in=owners)
-        account_branches = [Q(name__trigram_word_similar=q), Q(name__ilike_contains=q), Q(city__ilike_contains=q),
-                            Q(email__ilike_contains=q), Q(website__ilike_contains=q),
-                            Q(external_id__ilike_contains=q)]
-        person_branches = [Q(full_name__trigram_word_similar=q), Q(full_name__ilike_contains=q),
-                           Q(email__ilike_contains=q)]
-        if digits:
-            person_pool = person_pool.annotate(phone_digits=phone_digits_expression())
-            person_branches.append(Q(phone_digits__ilike_contains=digits))
-        account_ids = _candidates(account_pool, account_branches, SEARCH_BRANCH_LIMIT)
-        person_ids = _candidates(person_pool, person_branches, SEARCH_BRANCH_LIMIT)
-        accounts = (accounts.filter(pk__in=account_ids).annotate(rank=TrigramWordSimilarity(q, "name"))
-                    .order_by("-rank", "name", "id"))
-        people = (people.filter(pk__in=person_ids).annotate(rank=TrigramWordSimilarity(q, "full_name"))
-                  .order_by("-rank", "last_name", "id"))
-    else:
-        accounts = accounts.filter(
-            Q(name__icontains=q) | Q(city__icontains=q) | Q(email__icontains=q) | Q(website__icontains=q)
-            | Q(external_id__icontains=q)
-        ).order_by("name", "id")
-        person_match = Q(full_name__icontains=q) | Q(email__icontains=q)
-        if digits:
-            person_match |= Q(phone_digits__contains=digits)
-        people = people.filter(person_match).order_by("last_name", "id")
+        if owners == []:
+            return SearchResults(q, [], [])
+        with transaction.atomic(), connection.cursor() as cursor:
+            # The index is always the way here; with a LIMIT the planner may bet on a table scan
+            # (it cannot estimate a trigram condition), and then on compiling it (JIT).
+            cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL jit = off")
+            return SearchResults(
+                q,
+                _best_matches(accounts, text=account_search_text(), q=q, digits="", owners=owners,
+                              rank=TrigramWordSimilarity(q, "name"), order=("name", "id"), limit=limit),
+                _best_matches(people, text=person_search_text(), q=q, digits=digits, owners=owners,
+                              rank=TrigramWordSimilarity(q, full_name_expression()), order=("last_name", "id"),
+                              limit=limit),
+            )
+    accounts = accounts.filter(
+        Q(name__icontains=q) | Q(city__icontains=q) | Q(email__icontains=q) | Q(website__icontains=q)
+        | Q(external_id__icontains=q)
+    ).order_by("name", "id")
+    people = people.annotate(full_name=full_name_expression())
+    person_match = Q(full_name__icontains=q) | Q(email__icontains=q)
+    if digits:
+        people = people.annotate(phone_digits=phone_digits_expression())
+        person_match |= Q(phone_digits__contains=digits)
+    people = people.filter(person_match).order_by("last_name", "id")
     return SearchResults(q, list(accounts[:limit]), list(people[:limit]))
 
 
