@@ -8,6 +8,7 @@ queries whatever the size of the book.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -243,58 +244,64 @@ def _phone_digits_query(q: str) -> str:
     return digits if len(digits) >= 3 else ""
 
 
-def _candidates(model: type[Customer] | type[Person], text: Func, condition: Q, owners: list[int] | None,
+@functools.cache
+def _search_text_sql(model: type[Customer] | type[Person]) -> str:
+    """The model's search text as SQL on its table (compiled once: it has no parameters)."""
+    query = model.objects.all().query
+    text = (account_search_text if model is Customer else person_search_text)().resolve_expression(query)
+    sql, params = query.get_compiler(connection=connection).compile(text)
+    assert not params, params  # noqa: S101  (the separators are literals, so the SQL equals the index's)
+    return sql
+
+
+def _candidates(model: type[Customer] | type[Person], condition: str, params: list, owners: list[int] | None,
                 limit: int) -> tuple[str, list]:
-    """SQL for the ids of up to `limit` rows of `model` that meet `condition` on their search text
-    and belong to a customer of `owners` (None: any), unsorted, so it stops at the first ones found.
+    """SQL for the ids of up to `limit` rows of `model` whose search text meets `condition` and
+    whose customer belongs to one of `owners` (None: any); unsorted, so it stops at the first found.
 
     The trigram condition is evaluated first, by the index, behind an OFFSET 0 fence, and the
-    owners checked on its rows: the planner cannot estimate how many rows a trigram condition
-    keeps and, left to itself, walks a book's rows in id order computing the similarity of each.
+    owners are checked on the rows it found: the planner cannot estimate how many rows a trigram
+    condition keeps and, left to itself, walks a whole book in id order computing each similarity.
     """
-    found = model.objects.annotate(search_text=text).filter(condition).order_by()
+    table, text = model._meta.db_table, _search_text_sql(model)
+    condition = f"({text} {condition.format(text=text)})"
     if owners is None:
-        return found.values("id")[:limit].query.sql_with_params()
+        return f"SELECT id FROM {table} WHERE {condition} LIMIT {int(limit)}", params
     if model is Customer:
-        sql, params = found.values("id", "owner_id").query.sql_with_params()
-        return (f"SELECT found.id FROM ({sql} OFFSET 0) found WHERE found.owner_id = ANY(%s) LIMIT {int(limit)}",
-                [*params, owners])
-    sql, params = found.values("id", "customer_id").query.sql_with_params()
-    return (f"SELECT found.id FROM ({sql} OFFSET 0) found JOIN crm_customer owned ON owned.id = found.customer_id"
+        return (f"SELECT found.id FROM (SELECT id, owner_id FROM {table} WHERE {condition} OFFSET 0) found"
+                f" WHERE found.owner_id = ANY(%s) LIMIT {int(limit)}", [*params, owners])
+    return (f"SELECT found.id FROM (SELECT id, customer_id FROM {table} WHERE {condition} OFFSET 0) found"
+            f" JOIN crm_customer owned ON owned.id = found.customer_id"
             f" WHERE owned.owner_id = ANY(%s) LIMIT {int(limit)}", [*params, owners])
 
 
-def _best_matches(visible: QuerySet, *, text: Func, q: str, digits: str, owners: list[int] | None, rank: Func,
+def _best_matches(visible: QuerySet, *, q: str, digits: str, owners: list[int] | None, rank: Func,
                   order: tuple[str, ...], limit: int) -> list:
     """The best `limit` rows of `visible` whose search text matches `q`, in one query.
 
-    Two index-served subqueries bring the candidates, each stopping at `candidates` rows (a
-    first name matches thousands): the rows containing `q` (ILIKE '%q%', or the phone digits)
-    and the rows similar to it (word similarity `%>`, typo-tolerant). Only those are checked
-    against the visibility rule and ranked: containing `q` first, then by similarity to the name.
+    Two phases, each an index-served subquery that stops at `candidates` rows (a first name
+    matches thousands): the rows containing `q` (ILIKE '%q%', or the phone digits), and only
+    if there are none, the rows similar to it (word similarity `%>`: a typo, words in another
+    order). Only those candidates are checked against the visibility rule and ranked by the
+    similarity of their name to `q`.
     """
-    import crm.lookups  # noqa: F401  (registers ilike_contains)
+    from crm.lookups import like_pattern
 
-    contains = Q(search_text__ilike_contains=q)
+    like, like_params = "ILIKE %s", [like_pattern(q)]
     if digits:
-        contains |= Q(search_text__ilike_contains=digits)
+        like, like_params = "ILIKE %s OR {text} ILIKE %s", [like_pattern(q), like_pattern(digits)]
     candidates = max(SEARCH_CANDIDATE_LIMIT, 4 * limit)
     model = visible.model
-    containing, containing_params = _candidates(model, text, contains, owners, candidates)
-    similar, similar_params = _candidates(model, text, Q(search_text__trigram_word_similar=q), owners, candidates)
-    # The similar rows are looked for only when fewer than `limit` contain `q` (a one-time
-    # filter: PostgreSQL skips that scan otherwise).
+    containing, containing_params = _candidates(model, like, like_params, owners, candidates)
+    similar, similar_params = _candidates(model, "%%> %s", [q], owners, candidates)
+    # The similar rows are looked for only when no row contains `q` (a one-time filter:
+    # PostgreSQL does not start that scan otherwise).
     ids = RawSQL(
-        f"WITH containing AS ({containing}) SELECT id FROM containing UNION"
-        f" SELECT id FROM ({similar}) alike WHERE (SELECT count(*) FROM containing) < {int(limit)}",
+        f"WITH containing AS ({containing}) SELECT id FROM containing UNION ALL"
+        f" SELECT id FROM ({similar}) alike WHERE NOT EXISTS (SELECT FROM containing)",
         [*containing_params, *similar_params],
     )
-    ranked = visible.annotate(
-        search_text=text,
-        contains=Case(When(contains, then=Value(1)), default=Value(0)),
-        rank=rank,
-    ).filter(pk__in=ids)
-    return list(ranked.order_by("-contains", "-rank", *order)[:limit])
+    return list(visible.filter(pk__in=ids).annotate(rank=rank).order_by("-rank", *order)[:limit])
 
 
 def search(user: User, q: str, *, limit: int = SEARCH_LIMIT) -> SearchResults:
@@ -328,9 +335,9 @@ def search(user: User, q: str, *, limit: int = SEARCH_LIMIT) -> SearchResults:
             cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL jit = off")
             return SearchResults(
                 q,
-                _best_matches(accounts, text=account_search_text(), q=q, digits="", owners=owners,
+                _best_matches(accounts, q=q, digits="", owners=owners,
                               rank=TrigramWordSimilarity(q, "name"), order=("name", "id"), limit=limit),
-                _best_matches(people, text=person_search_text(), q=q, digits=digits, owners=owners,
+                _best_matches(people, q=q, digits=digits, owners=owners,
                               rank=TrigramWordSimilarity(q, full_name_expression()), order=("last_name", "id"),
                               limit=limit),
             )
