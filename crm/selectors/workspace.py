@@ -14,9 +14,8 @@ from datetime import date, timedelta
 from typing import Any
 
 from django.core.paginator import Paginator
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import BooleanField, Case, CharField, Count, F, Func, Q, QuerySet, Value, When
-from django.db.models.expressions import RawSQL
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -179,6 +178,7 @@ def full_name_expression():
 
 
 PHONE_PUNCTUATION = (" ", "-", ".", "(", ")", "+", "/", "\u00a0")
+SEARCH_SETTINGS = "SET LOCAL enable_seqscan = off; SET LOCAL jit = off;"
 SEARCH_CANDIDATE_LIMIT = 40  # rows each index-served subquery may bring (at least 4 x the results asked for)
 # The columns the suggestions and the results page show (fewer columns: a shorter query to build).
 ACCOUNT_RESULT_FIELDS = ("name", "city", "email", "external_id", "lifecycle_stage", "owner__username",
@@ -275,32 +275,49 @@ def _candidates(model: type[Customer] | type[Person], condition: str, params: li
             f" WHERE owned.owner_id = ANY(%s) LIMIT {int(limit)}", [*params, owners])
 
 
-def _best_matches(visible: QuerySet, *, q: str, digits: str, owners: list[int] | None, rank: Func,
-                  order: tuple[str, ...], limit: int) -> list:
-    """The best `limit` rows of `visible` whose search text matches `q`, in one query.
+def _matching_ids(q: str, digits: str, owners: list[int] | None, limit: int) -> tuple[list[int], list[int]]:
+    """The ids of the candidate accounts and people for `q`, in one round trip.
 
-    Two phases, each an index-served subquery that stops at `candidates` rows (a first name
-    matches thousands): the rows containing `q` (ILIKE '%q%', or the phone digits), and only
-    if there are none, the rows similar to it (word similarity `%>`: a typo, words in another
-    order). Only those candidates are checked against the visibility rule and ranked by the
-    similarity of their name to `q`.
+    Per table, two phases, each an index-served subquery that stops at `candidates` rows (a
+    first name matches thousands): the rows containing `q` (ILIKE '%q%', or the phone digits),
+    and only if there are none, the rows similar to it (word similarity `%>`: a typo, words in
+    another order); a one-time filter, so PostgreSQL does not start that scan otherwise.
+
+    The settings come in the same statement: the index is always the way here, but with a LIMIT
+    the planner may bet on a table scan (it cannot estimate a trigram condition), and then on
+    compiling it (JIT). Sent as one simple query, outside a transaction they last only for it.
     """
     from crm.lookups import like_pattern
 
-    like, like_params = "ILIKE %s", [like_pattern(q)]
-    if digits:
-        like, like_params = "ILIKE %s OR {text} ILIKE %s", [like_pattern(q), like_pattern(digits)]
     candidates = max(SEARCH_CANDIDATE_LIMIT, 4 * limit)
-    model = visible.model
-    containing, containing_params = _candidates(model, like, like_params, owners, candidates)
-    similar, similar_params = _candidates(model, "%%> %s", [q], owners, candidates)
-    # The similar rows are looked for only when no row contains `q` (a one-time filter:
-    # PostgreSQL does not start that scan otherwise).
-    ids = RawSQL(
-        f"WITH containing AS ({containing}) SELECT id FROM containing UNION ALL"
-        f" SELECT id FROM ({similar}) alike WHERE NOT EXISTS (SELECT FROM containing)",
-        [*containing_params, *similar_params],
-    )
+    parts, params = [], []
+    for model, tag in ((Customer, "a"), (Person, "p")):
+        like, like_params = "ILIKE %s", [like_pattern(q)]
+        if digits and model is Person:
+            like, like_params = "ILIKE %s OR {text} ILIKE %s", [like_pattern(q), like_pattern(digits)]
+        containing, containing_params = _candidates(model, like, like_params, owners, candidates)
+        similar, similar_params = _candidates(model, "%%> %s", [q], owners, candidates)
+        parts.append(f"{tag}_containing AS ({containing})")
+        params += [*containing_params, *similar_params]
+        parts.append(f"{tag}_alike AS (SELECT id FROM ({similar}) found"
+                     f" WHERE NOT EXISTS (SELECT FROM {tag}_containing))")
+    sql = (f"{SEARCH_SETTINGS} WITH {', '.join(parts)}"
+           " SELECT 'a', id FROM a_containing UNION ALL SELECT 'a', id FROM a_alike"
+           " UNION ALL SELECT 'p', id FROM p_containing UNION ALL SELECT 'p', id FROM p_alike")
+    ids: dict[str, list[int]] = {"a": [], "p": []}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for tag, pk in cursor.fetchall():
+            ids[tag].append(pk)
+        if connection.in_atomic_block:  # inside a transaction the settings would outlive the search
+            cursor.execute("RESET enable_seqscan; RESET jit")
+    return ids["a"], ids["p"]
+
+
+def _ranked(visible: QuerySet, ids: list[int], *, rank: Func, order: tuple[str, ...], limit: int) -> list:
+    """The candidates the visibility rule lets through, by the similarity of their name to the query."""
+    if not ids:
+        return []
     return list(visible.filter(pk__in=ids).annotate(rank=rank).order_by("-rank", *order)[:limit])
 
 
@@ -310,10 +327,10 @@ def search(user: User, q: str, *, limit: int = SEARCH_LIMIT) -> SearchResults:
     matches first.
 
     On PostgreSQL, one trigram-indexed search text per account and per person (pg_trgm, GIN):
-    one query each for the rows containing `q` and those similar to it (a typo), the contains
-    matches first. The candidates are narrowed to the visible owners (a short list of ids) and
-    the final rows by the visibility rule itself. On SQLite, a plain case-insensitive
-    contains-search.
+    one query finds the candidates of both tables (the rows containing `q`, or if none, those
+    similar to it: a typo), narrowed to the visible owners (a short list of ids); then one query
+    per table that has candidates applies the visibility rule itself and ranks them. On SQLite,
+    a plain case-insensitive contains-search.
     """
     from accounts.selectors import visible_owner_ids
 
@@ -329,18 +346,13 @@ def search(user: User, q: str, *, limit: int = SEARCH_LIMIT) -> SearchResults:
         owners = visible_owner_ids(user)
         if owners == []:
             return SearchResults(q, [], [])
-        with transaction.atomic(), connection.cursor() as cursor:
-            # The index is always the way here; with a LIMIT the planner may bet on a table scan
-            # (it cannot estimate a trigram condition), and then on compiling it (JIT).
-            cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL jit = off")
-            return SearchResults(
-                q,
-                _best_matches(accounts, q=q, digits="", owners=owners,
-                              rank=TrigramWordSimilarity(q, "name"), order=("name", "id"), limit=limit),
-                _best_matches(people, q=q, digits=digits, owners=owners,
-                              rank=TrigramWordSimilarity(q, full_name_expression()), order=("last_name", "id"),
-                              limit=limit),
-            )
+        account_ids, person_ids = _matching_ids(q, digits, owners, limit)
+        return SearchResults(
+            q,
+            _ranked(accounts, account_ids, rank=TrigramWordSimilarity(q, "name"), order=("name", "id"), limit=limit),
+            _ranked(people, person_ids, rank=TrigramWordSimilarity(q, full_name_expression()),
+                    order=("last_name", "id"), limit=limit),
+        )
     accounts = accounts.filter(
         Q(name__icontains=q) | Q(city__icontains=q) | Q(email__icontains=q) | Q(website__icontains=q)
         | Q(external_id__icontains=q)

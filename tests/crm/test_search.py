@@ -97,14 +97,14 @@ def test_every_page_has_the_header_search_form(client, book):
 
 
 def test_search_queries_are_bounded(client, book, django_assert_max_num_queries):
-    """One query per index-served branch (6 account fields, 3 person ones), the final rows, auth: fixed."""
+    """Session and user, the visible owners, one setting, one query for accounts and one for people: fixed."""
     for i in range(30):
         c = f.customer(name=f"Acme {i}", owner=book["north_rep1"])
         f.person(customer=c, first_name="Acme", last_name=f"Person {i}")
     client.force_login(book["north_rep1"])
-    with django_assert_max_num_queries(15):
+    with django_assert_max_num_queries(8):
         assert client.get(reverse("crm:search"), {"q": "acme"}).status_code == 200
-    with django_assert_max_num_queries(15):
+    with django_assert_max_num_queries(8):
         assert client.get(reverse("crm:search"), {"q": "acme"}, **HTMX_SUGGEST).status_code == 200
 
 
@@ -225,14 +225,29 @@ def test_the_search_is_served_by_the_two_search_text_indexes(book, q):
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
+    from crm.selectors.workspace import SEARCH_SETTINGS
+
     with CaptureQueriesContext(connection) as captured:
         search(book["admin"], q)
-    selects = [x["sql"] for x in captured.captured_queries if x["sql"].startswith("SELECT")]
-    plans = []
+    [candidates] = [x["sql"] for x in captured.captured_queries if x["sql"].startswith(SEARCH_SETTINGS)]
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        for sql in selects:
-            cursor.execute("EXPLAIN " + sql)
-            plans.append("\n".join(row[0] for row in cursor.fetchall()))
-    assert any("customer_search_trgm" in plan for plan in plans), plans
-    assert any("person_search_trgm" in plan for plan in plans), plans
+        cursor.execute(SEARCH_SETTINGS + " EXPLAIN " + candidates.removeprefix(SEARCH_SETTINGS))
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "customer_search_trgm" in plan
+    assert "person_search_trgm" in plan
+    assert "Seq Scan" not in plan
+
+
+@pytest.mark.postgres
+def test_the_search_settings_do_not_outlive_the_search(book):
+    """Inside a transaction (as here) the search resets what it set for its own query."""
+    from django.db import connection
+
+    def settings():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('enable_seqscan'), current_setting('jit')")
+            return cursor.fetchone()
+
+    before = settings()
+    assert search(book["admin"], "acme").accounts
+    assert settings() == before
