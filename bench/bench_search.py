@@ -6,8 +6,9 @@ Needs a database seeded first (it takes a few minutes), e.g.
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/crm_bench python bench/bench_search.py --repeat 200
 
 Queries are drawn from the stored rows (seeded, so the same every run): account names (whole,
-a word, with a typo), external ids, people's full names (whole, with a typo), last names and
-e-mail or phone fragments where the rows have them. Each is run for an admin (sees every
+a word, with a typo), external ids, people's full names (whole, with a typo), first and last
+names (the common words: each matches thousands of rows), e-mail or phone fragments where the
+rows have them, and words that match nothing. Each is run for an admin (sees every
 customer), a manager (a team) and a salesperson (their own book). Two timings per query:
 the selector alone (`crm.selectors.workspace.search`, the SQL and building the rows) and the
 whole suggestions request through Django's test Client (view, template, session and auth).
@@ -76,6 +77,8 @@ def queries(count: int, rng: random.Random) -> list[tuple[str, str]]:
         out.append(("person name", full))
         out.append(("person typo", typo(full, rng)))
         out.append(("last name", last))
+        out.append(("first name", first))
+        out.append(("no match", "q" + "".join(rng.choice("xzjkvw") for _ in range(5))))
         if p_email:
             out.append(("person e-mail", p_email.split("@")[0]))
         if phone:
@@ -152,14 +155,21 @@ def main() -> None:
     verdict = "met" if median <= TARGET_MEDIAN_MS else "MISSED"
     print(f"\nTarget: median request <= {TARGET_MEDIAN_MS} ms: {verdict} ({median:.1f} ms)")
 
-    # The plan of a typical person-name query for the manager, to see the trigram indexes at work.
-    from crm.selectors.workspace import full_name_expression
+    # The plans of one search (a person's name with a typo, as the manager): each SQL query the
+    # selector issued, explained in the same transaction (so with the settings it made).
+    from django.db import transaction
 
     example = next(q for kind, q in pool if kind == "person typo")
-    plan = (Person.objects.visible_to(roles["manager"]).annotate(full_name=full_name_expression())
-            .filter(full_name__trigram_word_similar=example)[:8].explain(analyze=True))
-    print(f"\nPlan for people matching {example!r} (manager):\n{plan}")
-
+    with transaction.atomic():
+        with CaptureQueriesContext(connection) as captured:
+            search(roles["manager"], example)
+        print(f"\nPlans for {example!r} (manager):")
+        with connection.cursor() as cursor:
+            for query in captured.captured_queries:
+                if query["sql"].startswith("SELECT") and "crm_" in query["sql"]:
+                    cursor.execute("EXPLAIN (ANALYZE, COSTS OFF) " + query["sql"])
+                    print("\n".join(row[0] for row in cursor.fetchall()), end="\n\n")
+        transaction.set_rollback(True)
 
 if __name__ == "__main__":
     main()

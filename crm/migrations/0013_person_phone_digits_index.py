@@ -5,14 +5,25 @@
 from django.db import migrations
 
 INDEX_NAME = "person_phone_digits_trgm"
+# A copy, frozen here, of the punctuation crm.selectors.workspace strips from phones when this
+# index was made: a migration must not change when the application code does.
+PHONE_PUNCTUATION = (" ", "-", ".", "(", ")", "+", "/", "\u00a0")
+
+
+def phone_digits_expression():
+    from django.db.models import F, Value
+    from django.db.models.functions import Replace
+
+    expression = F("phone")
+    for char in PHONE_PUNCTUATION:
+        expression = Replace(expression, Value(char), Value(""))
+    return expression
 
 
 def add_index(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
     from django.contrib.postgres.indexes import GinIndex, OpClass
-
-    from crm.selectors.workspace import phone_digits_expression
 
     schema_editor.add_index(apps.get_model("crm", "person"),
                             GinIndex(OpClass(phone_digits_expression(), name="gin_trgm_ops"), name=INDEX_NAME))

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('crm', '0015_opportunity_outcomes'),
+        ('crm', '0017_search'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -8,13 +8,14 @@ queries whatever the size of the book.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import BooleanField, Case, CharField, Count, F, Q, QuerySet, Value, When
+from django.db.models import BooleanField, Case, CharField, Count, F, Func, Q, QuerySet, Value, When
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -187,23 +188,60 @@ def _clean_query(q: str) -> str:
 
 
 def full_name_expression():
-    """The expression the person_fullname_trgm index is built on (must match it exactly)."""
+    """First and last name joined by a space (the rank of a person among the matches)."""
     return Concat("first_name", Value(" "), "last_name", output_field=CharField())
 
 
 PHONE_PUNCTUATION = (" ", "-", ".", "(", ")", "+", "/", "\u00a0")
-SEARCH_BRANCH_LIMIT = 200  # candidates one index-served branch may bring, before ranking
+SEARCH_SETTINGS = "SET LOCAL enable_seqscan = off; SET LOCAL jit = off;"
+SEARCH_CANDIDATE_LIMIT = 40  # rows each index-served subquery may bring (at least 4 x the results asked for)
+# The columns the suggestions and the results page show (fewer columns: a shorter query to build).
+ACCOUNT_RESULT_FIELDS = ("name", "city", "email", "external_id", "lifecycle_stage", "owner__username",
+                         "owner__first_name", "owner__last_name")
+PERSON_RESULT_FIELDS = ("customer_id", "first_name", "last_name", "job_title", "dmu_role", "email", "phone",
+                        "customer__name")
+
+
+class PhoneDigits(Func):
+    """The phone with its punctuation removed, "+33 6 12 34 56 78" -> "33612345678"."""
+
+    template = "%(expressions)s"
+    output_field = CharField()
+
+    def as_sql(self, compiler, connection, **extra_context):
+        sql, params = compiler.compile(self.source_expressions[0])
+        for char in PHONE_PUNCTUATION:  # literals in the SQL, so the expression equals the index's
+            sql = f"REPLACE({sql}, '{char}', '')"
+        return sql, params
 
 
 def phone_digits_expression():
-    """The phone with its punctuation removed, "+33 6 12 34 56 78" -> "33612345678"; the
-    person_phone_digits_trgm index is built on this expression (must match it exactly)."""
-    from django.db.models.functions import Replace
+    return PhoneDigits(F("phone"))
 
-    expression = F("phone")
-    for char in PHONE_PUNCTUATION:
-        expression = Replace(expression, Value(char), Value(""))
-    return expression
+
+class SearchText(Func):
+    """Columns joined by single spaces, NULL as empty: one text to search, the expression the
+    customer_search_trgm and person_search_trgm indexes are built on (migration 0017 holds a
+    copy; the two must stay equal, tests/crm/test_search.py checks the index serves the search).
+    The separators are written into the SQL, not passed as parameters, for the same reason."""
+
+    arg_joiner = " || ' ' || "
+    template = "(%(expressions)s)"
+    output_field = CharField()
+
+    def __init__(self, *expressions):
+        super().__init__(*(Func(e, template="COALESCE(%(expressions)s, '')", output_field=CharField())
+                           for e in expressions))
+
+
+def account_search_text():
+    """What an account is found by: name, city, e-mail, web site, external id."""
+    return SearchText(F("name"), F("city"), F("email"), F("website"), F("external_id"))
+
+
+def person_search_text():
+    """What a person is found by: first and last name, e-mail, phone digits."""
+    return SearchText(F("first_name"), F("last_name"), F("email"), phone_digits_expression())
 
 
 def _phone_digits_query(q: str) -> str:
@@ -221,13 +259,82 @@ def _phone_digits_query(q: str) -> str:
     return digits if len(digits) >= 3 else ""
 
 
-def _candidates(qs: QuerySet, branches: list[Q], limit: int) -> list[int]:
-    """Ids matching any branch, one query per branch so each is served by its own trigram index
-    and stops at `limit` rows (an OR across columns makes PostgreSQL scan and rank every match)."""
-    ids: dict[int, None] = {}
-    for branch in branches:
-        ids.update(dict.fromkeys(qs.filter(branch).values_list("pk", flat=True)[:limit]))
-    return list(ids)
+@functools.cache
+def _search_text_sql(model: type[Customer] | type[Person]) -> str:
+    """The model's search text as SQL on its table (compiled once: it has no parameters)."""
+    query = model.objects.all().query
+    text = (account_search_text if model is Customer else person_search_text)().resolve_expression(query)
+    sql, params = query.get_compiler(connection=connection).compile(text)
+    if params:  # the separators are literals, so that the SQL equals the index's expression
+        raise ValueError(f"the search text of {model.__name__} must compile without parameters")
+    return sql
+
+
+def _candidates(model: type[Customer] | type[Person], condition: str, params: list, owners: list[int] | None,
+                limit: int) -> tuple[str, list]:
+    """SQL for the ids of up to `limit` rows of `model` whose search text meets `condition` and
+    whose customer belongs to one of `owners` (None: any); unsorted, so it stops at the first found.
+
+    The trigram condition is evaluated first, by the index, behind an OFFSET 0 fence, and the
+    owners are checked on the rows it found: the planner cannot estimate how many rows a trigram
+    condition keeps and, left to itself, walks a whole book in id order computing each similarity.
+    """
+    table, text = model._meta.db_table, _search_text_sql(model)
+    condition = f"({text} {condition.format(text=text)})"
+    if owners is None:
+        return f"SELECT id FROM {table} WHERE {condition} LIMIT {int(limit)}", params
+    if model is Customer:
+        return (f"SELECT found.id FROM (SELECT id, owner_id FROM {table} WHERE {condition} OFFSET 0) found"
+                f" WHERE found.owner_id = ANY(%s) LIMIT {int(limit)}", [*params, owners])
+    return (f"SELECT found.id FROM (SELECT id, customer_id FROM {table} WHERE {condition} OFFSET 0) found"
+            f" JOIN crm_customer owned ON owned.id = found.customer_id"
+            f" WHERE owned.owner_id = ANY(%s) LIMIT {int(limit)}", [*params, owners])
+
+
+def _matching_ids(q: str, digits: str, owners: list[int] | None, limit: int) -> tuple[list[int], list[int]]:
+    """The ids of the candidate accounts and people for `q`, in one round trip.
+
+    Per table, two phases, each an index-served subquery that stops at `candidates` rows (a
+    first name matches thousands): the rows containing `q` (ILIKE '%q%', or the phone digits),
+    and only if there are none, the rows similar to it (word similarity `%>`: a typo, words in
+    another order); a one-time filter, so PostgreSQL does not start that scan otherwise.
+
+    The settings come in the same statement: the index is always the way here, but with a LIMIT
+    the planner may bet on a table scan (it cannot estimate a trigram condition), and then on
+    compiling it (JIT). Sent as one simple query, outside a transaction they last only for it.
+    """
+    from crm.lookups import like_pattern
+
+    candidates = max(SEARCH_CANDIDATE_LIMIT, 4 * limit)
+    parts, params = [], []
+    for model, tag in ((Customer, "a"), (Person, "p")):
+        like, like_params = "ILIKE %s", [like_pattern(q)]
+        if digits and model is Person:
+            like, like_params = "ILIKE %s OR {text} ILIKE %s", [like_pattern(q), like_pattern(digits)]
+        containing, containing_params = _candidates(model, like, like_params, owners, candidates)
+        similar, similar_params = _candidates(model, "%%> %s", [q], owners, candidates)
+        parts.append(f"{tag}_containing AS ({containing})")
+        params += [*containing_params, *similar_params]
+        parts.append(f"{tag}_alike AS (SELECT id FROM ({similar}) found"
+                     f" WHERE NOT EXISTS (SELECT FROM {tag}_containing))")
+    sql = (f"{SEARCH_SETTINGS} WITH {', '.join(parts)}"
+           " SELECT 'a', id FROM a_containing UNION ALL SELECT 'a', id FROM a_alike"
+           " UNION ALL SELECT 'p', id FROM p_containing UNION ALL SELECT 'p', id FROM p_alike")
+    ids: dict[str, list[int]] = {"a": [], "p": []}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for tag, pk in cursor.fetchall():
+            ids[tag].append(pk)
+        if connection.in_atomic_block:  # inside a transaction the settings would outlive the search
+            cursor.execute("RESET enable_seqscan; RESET jit")
+    return ids["a"], ids["p"]
+
+
+def _ranked(visible: QuerySet, ids: list[int], *, rank: Func, order: tuple[str, ...], limit: int) -> list:
+    """The candidates the visibility rule lets through, by the similarity of their name to the query."""
+    if not ids:
+        return []
+    return list(visible.filter(pk__in=ids).annotate(rank=rank).order_by("-rank", *order)[:limit])
 
 
 def search(user: User, q: str, *, limit: int = SEARCH_LIMIT) -> SearchResults:
@@ -235,54 +342,43 @@ def search(user: User, q: str, *, limit: int = SEARCH_LIMIT) -> SearchResults:
     phone, also typed as bare digits) matching `q`, among the customers the user may see; best
     matches first.
 
-    On PostgreSQL, trigram word similarity (pg_trgm, GIN-indexed) finds names with a typo as
-    well as substrings, one index-served query per field; the visibility rule is applied in each
-    (as a short list of owners) and again on the final rows. On SQLite, a plain case-insensitive
-    contains-search.
+    On PostgreSQL, one trigram-indexed search text per account and per person (pg_trgm, GIN):
+    one query finds the candidates of both tables (the rows containing `q`, or if none, those
+    similar to it: a typo), narrowed to the visible owners (a short list of ids); then one query
+    per table that has candidates applies the visibility rule itself and ranks them. On SQLite,
+    a plain case-insensitive contains-search.
     """
     from accounts.selectors import visible_owner_ids
 
     q = _clean_query(q)
     if len(q) < SEARCH_MIN_LENGTH:
         return SearchResults(q, [], [], too_short=bool(q))
-    accounts = Customer.objects.visible_to(user).select_related("owner")
-    people = Person.objects.visible_to(user).select_related("customer").annotate(full_name=full_name_expression())
+    accounts = Customer.objects.visible_to(user).select_related("owner").only(*ACCOUNT_RESULT_FIELDS)
+    people = Person.objects.visible_to(user).select_related("customer").only(*PERSON_RESULT_FIELDS)
     digits = _phone_digits_query(q)
-    if digits:
-        people = people.annotate(phone_digits=phone_digits_expression())
     if connection.vendor == "postgresql":
         from django.contrib.postgres.search import TrigramWordSimilarity
 
-        import crm.lookups  # noqa: F401  (registers ilike_contains)
-
         owners = visible_owner_ids(user)
-        account_pool = Customer.objects.all() if owners is None else Customer.objects.filter(owner_id__in=owners)
-        person_pool = Person.objects.annotate(full_name=full_name_expression())
-        if owners is not None:
-            person_pool = person_pool.filter(customer__owner_id__in=owners)
-        account_branches = [Q(name__trigram_word_similar=q), Q(name__ilike_contains=q), Q(city__ilike_contains=q),
-                            Q(email__ilike_contains=q), Q(website__ilike_contains=q),
-                            Q(external_id__ilike_contains=q)]
-        person_branches = [Q(full_name__trigram_word_similar=q), Q(full_name__ilike_contains=q),
-                           Q(email__ilike_contains=q)]
-        if digits:
-            person_pool = person_pool.annotate(phone_digits=phone_digits_expression())
-            person_branches.append(Q(phone_digits__ilike_contains=digits))
-        account_ids = _candidates(account_pool, account_branches, SEARCH_BRANCH_LIMIT)
-        person_ids = _candidates(person_pool, person_branches, SEARCH_BRANCH_LIMIT)
-        accounts = (accounts.filter(pk__in=account_ids).annotate(rank=TrigramWordSimilarity(q, "name"))
-                    .order_by("-rank", "name", "id"))
-        people = (people.filter(pk__in=person_ids).annotate(rank=TrigramWordSimilarity(q, "full_name"))
-                  .order_by("-rank", "last_name", "id"))
-    else:
-        accounts = accounts.filter(
-            Q(name__icontains=q) | Q(city__icontains=q) | Q(email__icontains=q) | Q(website__icontains=q)
-            | Q(external_id__icontains=q)
-        ).order_by("name", "id")
-        person_match = Q(full_name__icontains=q) | Q(email__icontains=q)
-        if digits:
-            person_match |= Q(phone_digits__contains=digits)
-        people = people.filter(person_match).order_by("last_name", "id")
+        if owners == []:
+            return SearchResults(q, [], [])
+        account_ids, person_ids = _matching_ids(q, digits, owners, limit)
+        return SearchResults(
+            q,
+            _ranked(accounts, account_ids, rank=TrigramWordSimilarity(q, "name"), order=("name", "id"), limit=limit),
+            _ranked(people, person_ids, rank=TrigramWordSimilarity(q, full_name_expression()),
+                    order=("last_name", "id"), limit=limit),
+        )
+    accounts = accounts.filter(
+        Q(name__icontains=q) | Q(city__icontains=q) | Q(email__icontains=q) | Q(website__icontains=q)
+        | Q(external_id__icontains=q)
+    ).order_by("name", "id")
+    people = people.annotate(full_name=full_name_expression())
+    person_match = Q(full_name__icontains=q) | Q(email__icontains=q)
+    if digits:
+        people = people.annotate(phone_digits=phone_digits_expression())
+        person_match |= Q(phone_digits__contains=digits)
+    people = people.filter(person_match).order_by("last_name", "id")
     return SearchResults(q, list(accounts[:limit]), list(people[:limit]))
 
 
