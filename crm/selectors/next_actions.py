@@ -32,6 +32,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import (
     Count,
     DecimalField,
@@ -155,28 +156,88 @@ def _ranked(qs, partition: str, owner_ids, *order):
     )
 
 
+RETENTION_CANDIDATES = 4  # x NBA_LIMIT_PER_KIND: the falls kept per salesperson between two runs
+RETENTION_CACHE_SECONDS = 600
+
+
+def _retention_base(owner_ids, run, prev):
+    """The salesperson's customers whose probability active fell enough between the two runs."""
+    qs = Customer.objects.filter(owner_id__in=owner_ids).exclude(lifecycle_stage=Customer.Stage.LOST)
+    qs = annotate_run_values(qs, run, fields=("clv", "p_alive"))
+    qs = annotate_run_values(qs, prev, prefix="prev_", fields=("p_alive",))
+    return qs.filter(clv__gt=0, prev_p_alive__gte=F("p_alive") + settings.NBA_MIN_P_ALIVE_DROP).annotate(
+        nba_value=ExpressionWrapper(Cast("clv", FloatField()) * (F("prev_p_alive") - F("p_alive")), FloatField())
+    )
+
+
+def _retention_candidates(owner_ids, run, prev) -> dict[int, list[int]]:
+    """Each salesperson's biggest falls between two runs, ranked (customer ids), kept in the cache.
+
+    The falls only change with a new run, so the scan of the whole book's values in both runs
+    is done once per run and salesperson (or after RETENTION_CACHE_SECONDS, for accounts that
+    changed hands); contacts, ownership and visibility are checked live on these candidates.
+    """
+    runs = f"{run.pk}.{run.started_at:%s%f}:{prev.pk}.{prev.started_at:%s%f}"  # ids alone may come back after a restore
+    keys = {pk: f"nba:retention:{runs}:{pk}" for pk in owner_ids}
+    found = cache.get_many(list(keys.values()))
+    out = {pk: found[key] for pk, key in keys.items() if key in found}
+    missing = [pk for pk in owner_ids if pk not in out]
+    if missing:
+        limit = settings.NBA_LIMIT_PER_KIND * RETENTION_CANDIDATES
+        qs = _retention_base(missing, run, prev)
+        order = (F("nba_value").desc(), F("id").asc())
+        if len(missing) == 1:
+            rows = qs.order_by(*order).values_list("owner_id", "pk")[:limit]
+        else:
+            rows = (
+                qs.annotate(nba_rank=Window(RowNumber(), partition_by=[F("owner_id")], order_by=list(order)))
+                .filter(nba_rank__lte=limit)
+                .order_by("owner_id", "nba_rank")
+                .values_list("owner_id", "pk")
+            )
+        fresh: dict[int, list[int]] = {pk: [] for pk in missing}
+        for owner_id, pk in rows:
+            fresh[owner_id].append(pk)
+        cache.set_many({keys[pk]: ids for pk, ids in fresh.items()}, RETENTION_CACHE_SECONDS)
+        out.update(fresh)
+    return out
+
+
 def _retention(viewer, owner_ids, run, prev, rate: float, today: date) -> list[NextAction]:
     from crm.templatetags.crm_ui import format_money, format_percent
 
     if run is None or prev is None:
         return []
     recent = timezone.now() - timedelta(days=RECENT_CONTACT_DAYS)
+    candidates = _retention_candidates(owner_ids, run, prev)
+    full = settings.NBA_LIMIT_PER_KIND * RETENTION_CANDIDATES
+    # A salesperson whose kept candidates were all called lately is read in full (rare).
+    exhausted = [pk for pk, ids in candidates.items() if len(ids) >= full]
+    ids = [pk for kept_ids in candidates.values() for pk in kept_ids]
     qs = (
-        Customer.objects.visible_to(viewer)
-        .filter(owner_id__in=owner_ids)
-        .exclude(lifecycle_stage=Customer.Stage.LOST)
+        _retention_base(owner_ids, run, prev)
+        .visible_to(viewer)
         .exclude(Exists(Contact.objects.filter(customer=OuterRef("pk"), occurred_at__gte=recent)))
     )
-    qs = annotate_run_values(qs, run, fields=("clv", "p_alive"))
-    qs = annotate_run_values(qs, prev, prefix="prev_", fields=("p_alive",))
-    qs = qs.filter(clv__gt=0, prev_p_alive__gte=F("p_alive") + settings.NBA_MIN_P_ALIVE_DROP).annotate(
-        nba_value=ExpressionWrapper(Cast("clv", FloatField()) * (F("prev_p_alive") - F("p_alive")), FloatField())
+    rows = list(
+        qs.filter(pk__in=ids).values("pk", "name", "owner_id", "clv", "p_alive", "prev_p_alive", "nba_value")
     )
-    rows = _ranked(qs, "owner_id", owner_ids, F("nba_value").desc(), F("id").asc()).values(
-        "pk", "name", "owner_id", "clv", "p_alive", "prev_p_alive"
-    )
+    counts: dict[int, int] = defaultdict(int)
+    for r in rows:
+        counts[r["owner_id"]] += 1
+    short = [pk for pk in exhausted if counts[pk] < settings.NBA_LIMIT_PER_KIND]
+    if short:
+        rows = [r for r in rows if r["owner_id"] not in short]
+        rows += list(
+            qs.filter(owner_id__in=short).values("pk", "name", "owner_id", "clv", "p_alive", "prev_p_alive", "nba_value")
+        )
+    rows.sort(key=lambda r: (-r["nba_value"], r["pk"]))
+    kept: dict[int, int] = defaultdict(int)
     items = []
     for r in rows:
+        if kept[r["owner_id"]] >= settings.NBA_LIMIT_PER_KIND:
+            continue
+        kept[r["owner_id"]] += 1
         drop = r["prev_p_alive"] - r["p_alive"]
         items.append(NextAction(
             kind=Kind.RETENTION, key=f"retention:{r['pk']}", owner_id=r["owner_id"], customer_id=r["pk"],
