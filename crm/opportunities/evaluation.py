@@ -22,15 +22,16 @@ from crm.opportunities import engine
 @dataclass
 class Metrics:
     model: str
-    precision_at_3: float
+    precision_at_3: float  # precision at k (3 unless asked otherwise)
     recall_at_10: float
     coverage: float
     customers: int
+    k: int = 3
 
     def as_row(self) -> dict:
         return {
             "model": self.model,
-            "precision@3": round(self.precision_at_3, 4),
+            f"precision@{self.k}": round(self.precision_at_3, 4),
             "recall@10": round(self.recall_at_10, 4),
             "coverage": round(self.coverage, 4),
             "customers": self.customers,
@@ -75,11 +76,11 @@ def time_split(
     return Split(owned, truth, np.flatnonzero(has_owned & has_truth))
 
 
-def metrics(model: str, top: np.ndarray, split: Split, *, n_items: int) -> Metrics:
-    """Precision@3, recall@10 and coverage of top-k lists (customers x >= 10 item indices, -1 for none)."""
+def metrics(model: str, top: np.ndarray, split: Split, *, n_items: int, k: int = 3) -> Metrics:
+    """Precision@k, recall@10 and coverage (of the top k) of ranked lists (customers x >= max(k, 10) items, -1 for none)."""
     rows = split.customers
     if rows.size == 0:
-        return Metrics(model, 0.0, 0.0, 0.0, 0)
+        return Metrics(model, 0.0, 0.0, 0.0, 0, k)
     truth = split.truth[rows]
     picks = top[rows]
     tr, ti = truth.nonzero()
@@ -87,16 +88,16 @@ def metrics(model: str, top: np.ndarray, split: Split, *, n_items: int) -> Metri
     keys = np.arange(len(rows), dtype=np.int64)[:, None] * n_items + picks
     hits = (picks >= 0) & np.isin(keys, truth_keys)
     n_truth = np.diff(truth.indptr).astype(np.float64)
-    p3 = hits[:, :3].sum(axis=1) / 3.0
+    p3 = hits[:, :k].sum(axis=1) / float(k)
     r10 = hits[:, :10].sum(axis=1) / n_truth
-    shown = np.unique(picks[:, :3][picks[:, :3] >= 0])
-    return Metrics(model, float(p3.mean()), float(r10.mean()), shown.size / max(n_items, 1), int(rows.size))
+    shown = np.unique(picks[:, :k][picks[:, :k] >= 0])
+    return Metrics(model, float(p3.mean()), float(r10.mean()), shown.size / max(n_items, 1), int(rows.size), k)
 
 
-def evaluate(split: Split, recommenders: dict[str, engine.Recommender], *, n_items: int, k: int = 10) -> list[Metrics]:
-    """Metrics for each named fitted recommender on the same split (k >= 10 so recall@10 is defined)."""
+def evaluate(split: Split, recommenders: dict[str, engine.Recommender], *, n_items: int, k: int = 3) -> list[Metrics]:
+    """Metrics for each named fitted recommender on the same split: precision@k, recall@10, coverage of the top k."""
     out = []
     for name, rec in recommenders.items():
         top, _ = engine.recommend(rec, split.owned, k=max(k, 10))
-        out.append(metrics(name, top, split, n_items=n_items))
+        out.append(metrics(name, top, split, n_items=n_items, k=k))
     return out
