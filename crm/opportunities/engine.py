@@ -32,6 +32,7 @@ import scipy.sparse as sp
 
 FACTOR_MIN, FACTOR_MAX = 0.25, 4.0
 _CONF_SCALE = 1_000_000  # confidence kept to 1e-6 in the packed (confidence, antecedent) key
+_GATHER_CELLS = 16_000_000  # int64 cells gathered per cross-sell block (128 MB)
 
 
 @dataclass
@@ -138,8 +139,16 @@ def cross_sell(
     key[conf <= 0] = -1
     out: dict[str, list[np.ndarray]] = {f: [] for f in CrossSell.__dataclass_fields__}
     margin = np.asarray(margin, dtype=np.float64)
-    for start in range(0, n_c, chunk):
-        block = held[start : start + chunk]
+    # Blocks bounded in rows (chunk) and in gathered cells (held entries x products), so a large
+    # catalogue does not make the gathered array huge.
+    budget = max(1, _GATHER_CELLS // max(n_p, 1))
+    start = 0
+    while start < n_c:
+        end = int(np.searchsorted(held.indptr, held.indptr[start] + budget, side="right")) - 1
+        end = min(max(end, start + 1), start + chunk, n_c)
+        block = held[start:end]
+        start = end
+        start_row = end - block.shape[0]
         rows = np.diff(block.indptr)
         has = np.flatnonzero(rows > 0)
         if has.size == 0:
@@ -149,7 +158,7 @@ def cross_sell(
         dense_held = block[has].toarray() > 0
         best[dense_held] = -1
         best_conf = np.where(best >= 0, (best // n_p) / _CONF_SCALE, 0.0)
-        cust = has + start
+        cust = has + start_row
         ev = capped_gain(margin[None, :], cap[cust][:, None]) * p_alive[cust][:, None] * win_rate
         score = best_conf * ev
         score[best < 0] = -1.0

@@ -376,19 +376,6 @@ def _purchase_cross_sell(
     return out
 
 
-def _keep_top_cross_sell(suggestions: dict, top_k: int) -> None:
-    """At most top_k cross-sell suggestions per customer (holdings and purchases together), best score first."""
-    per: dict[int, list] = {}
-    for key, s in suggestions.items():
-        if key[2] == Opportunity.Kind.CROSS_SELL:
-            per.setdefault(key[0], []).append((s[1], key))
-    for entries in per.values():
-        if len(entries) > top_k:
-            entries.sort(key=lambda e: (-e[0], e[1][1]))
-            for _, key in entries[top_k:]:
-                del suggestions[key]
-
-
 def opportunities_regenerate(
     *,
     as_of: date | None = None,
@@ -552,7 +539,6 @@ def opportunities_regenerate(
             "p_alive": round(float(p_alive[c]), 4), "value_source": result.value_source,
         }
         suggestions[key] = (None, score, ev, text, data, purchase.rule)
-    _keep_top_cross_sell(suggestions, top_k)
     result.cross_sell = sum(1 for k in suggestions if k[2] == Opportunity.Kind.CROSS_SELL)
     result.purchase_cross_sell = sum(
         1 for k, s in suggestions.items() if k[2] == Opportunity.Kind.CROSS_SELL and s[5].startswith("purchases:")
