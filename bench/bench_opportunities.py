@@ -36,10 +36,11 @@ def ensure_base(customers: int, products: int) -> None:
         cur.execute(
             """
             INSERT INTO crm_product (external_id, created_at, updated_at, sku, name, family, tier, list_price,
-                                     unit_cost, capacity_unit, capacity_per_unit, is_active, description)
+                                     unit_cost, capacity_unit, capacity_per_unit, is_active, description,
+                                     renewal_period, category)
             SELECT 'BENCH-P' || i, now(), now(), 'BENCH-' || lpad(i::text, 4, '0'), 'Bench product ' || i,
                    'bfam' || (i / 4), 1 + i %% 4, 100 + (i %% 37) * 20, 40 + (i %% 11) * 5,
-                   CASE WHEN i %% 4 = 0 THEN 'seats' ELSE '' END, CASE WHEN i %% 4 = 0 THEN 50 END, true, ''
+                   CASE WHEN i %% 4 = 0 THEN 'seats' ELSE '' END, CASE WHEN i %% 4 = 0 THEN 50 END, true, '', '', 'bcat' || (i / 40)
             FROM generate_series(0, %s - 1) i
             """,
             [products],

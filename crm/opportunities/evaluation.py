@@ -27,6 +27,13 @@ class Metrics:
     coverage: float
     customers: int
     k: int = 3
+    per_customer: np.ndarray | None = None  # precision@k of each customer measured (for standard errors)
+
+    @property
+    def standard_error(self) -> float:
+        """Standard error of precision@k over the customers measured."""
+        v = self.per_customer
+        return float(v.std(ddof=1) / np.sqrt(v.size)) if v is not None and v.size > 1 else 0.0
 
     def as_row(self) -> dict:
         return {
@@ -91,7 +98,7 @@ def metrics(model: str, top: np.ndarray, split: Split, *, n_items: int, k: int =
     p3 = hits[:, :k].sum(axis=1) / float(k)
     r10 = hits[:, :10].sum(axis=1) / n_truth
     shown = np.unique(picks[:, :k][picks[:, :k] >= 0])
-    return Metrics(model, float(p3.mean()), float(r10.mean()), shown.size / max(n_items, 1), int(rows.size), k)
+    return Metrics(model, float(p3.mean()), float(r10.mean()), shown.size / max(n_items, 1), int(rows.size), k, p3)
 
 
 def evaluate(split: Split, recommenders: dict[str, engine.Recommender], *, n_items: int, k: int = 3) -> list[Metrics]:
