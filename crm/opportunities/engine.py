@@ -31,8 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 FACTOR_MIN, FACTOR_MAX = 0.25, 4.0
-_CONF_SCALE = 1_000_000  # confidence kept to 1e-6 in the packed (confidence, antecedent) key
-_GATHER_CELLS = 16_000_000  # int64 cells gathered per cross-sell block (128 MB)
+_GATHER_CELLS = 16_000_000  # cells per block: dense scores, or 4 x cross-sell candidate pairs
 
 
 @dataclass
@@ -129,54 +128,75 @@ def cross_sell(
 ) -> CrossSell:
     """For each customer, the top_k not-held products by confidence x expected value.
 
-    The best rule per (customer, B) is found without a customers x products x products
-    tensor: the valid confidences are packed with their antecedent index into one int64
-    key, gathered for every held product and max-reduced per customer (np.maximum.reduceat).
+    Works on the valid rules only (usually few): every held product A of a customer brings the
+    consequents B of its valid rules; the best-confidence rule per (customer, B) is kept (ties: the
+    higher antecedent index), held B are dropped, and the top_k by score are kept per customer.
+    Customers are processed in blocks bounded in candidate pairs, so memory stays flat.
     """
     n_c, n_p = held.shape
-    conf = np.where(rules.valid, rules.confidence, 0.0)
-    key = (np.round(conf * _CONF_SCALE).astype(np.int64) * n_p) + np.arange(n_p, dtype=np.int64)[:, None]
-    key[conf <= 0] = -1
-    out: dict[str, list[np.ndarray]] = {f: [] for f in CrossSell.__dataclass_fields__}
+    valid = sp.csr_matrix(np.where(rules.valid & (rules.confidence > 0), rules.confidence, 0.0))
+    valid.eliminate_zeros()
     margin = np.asarray(margin, dtype=np.float64)
-    # Blocks bounded in rows (chunk) and in gathered cells (held entries x products), so a large
-    # catalogue does not make the gathered array huge.
-    budget = max(1, _GATHER_CELLS // max(n_p, 1))
+    cap = np.asarray(cap, dtype=np.float64)
+    p_alive = np.asarray(p_alive, dtype=np.float64)
+    out: dict[str, list[np.ndarray]] = {f: [] for f in CrossSell.__dataclass_fields__}
+    fanout = np.diff(valid.indptr)  # consequents per antecedent
+    row_of = np.repeat(np.arange(n_c), np.diff(held.indptr))
+    per_row = np.bincount(row_of, weights=fanout[held.indices], minlength=n_c).astype(np.int64)
+    bounds = np.concatenate([[0], np.cumsum(per_row)])
+    budget = max(_GATHER_CELLS // 4, 1)
     start = 0
     while start < n_c:
-        end = int(np.searchsorted(held.indptr, held.indptr[start] + budget, side="right")) - 1
+        end = int(np.searchsorted(bounds, bounds[start] + budget, side="right")) - 1
         end = min(max(end, start + 1), start + chunk, n_c)
         block = held[start:end]
+        first_row = start
         start = end
-        start_row = end - block.shape[0]
-        rows = np.diff(block.indptr)
-        has = np.flatnonzero(rows > 0)
-        if has.size == 0:
+        if block.nnz == 0:
             continue
-        gathered = key[block.indices]  # (nnz, n_p)
-        best = np.maximum.reduceat(gathered, block.indptr[has], axis=0)  # (len(has), n_p)
-        dense_held = block[has].toarray() > 0
-        best[dense_held] = -1
-        best_conf = np.where(best >= 0, (best // n_p) / _CONF_SCALE, 0.0)
-        cust = has + start_row
-        ev = capped_gain(margin[None, :], cap[cust][:, None]) * p_alive[cust][:, None] * win_rate
-        score = best_conf * ev
-        score[best < 0] = -1.0
-        k = min(top_k, n_p)
-        top = np.argpartition(-score, k - 1, axis=1)[:, :k] if k < n_p else np.tile(np.arange(n_p), (len(has), 1))
-        top_scores = np.take_along_axis(score, top, axis=1)
-        keep = top_scores > 0
-        r = np.repeat(np.arange(len(has)), k).reshape(-1, k)[keep]
-        b = top[keep]
-        a = best[r, b] % n_p
-        out["customer"].append(cust[r])
-        out["product"].append(b)
-        out["antecedent"].append(a)
-        out["confidence"].append(best_conf[r, b])
-        out["lift"].append(rules.lift[a, b])
-        out["support"].append(rules.support[a, b])
-        out["expected_value"].append(ev[r, b])
-        out["score"].append(score[r, b])
+        rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
+        a = block.indices.astype(np.int64)
+        n_out = fanout[a]
+        if n_out.sum() == 0:
+            continue
+        ca = np.repeat(rows, n_out)
+        aa = np.repeat(a, n_out)
+        offsets = np.arange(ca.size) - np.repeat(np.cumsum(n_out) - n_out, n_out)
+        pos = valid.indptr[aa] + offsets
+        bb = valid.indices[pos].astype(np.int64)
+        conf = valid.data[pos]
+        # Drop consequents the customer holds.
+        held_keys = np.sort(rows.astype(np.int64) * n_p + a)
+        keys = ca.astype(np.int64) * n_p + bb
+        keep = ~np.isin(keys, held_keys)
+        ca, aa, bb, conf, keys = ca[keep], aa[keep], bb[keep], conf[keep], keys[keep]
+        if ca.size == 0:
+            continue
+        # Best rule per (customer, B): highest confidence, then highest antecedent.
+        order = np.lexsort((-aa, -conf, keys))
+        first = np.ones(order.size, bool)
+        first[1:] = keys[order][1:] != keys[order][:-1]
+        sel = order[first]
+        ca, aa, bb, conf = ca[sel], aa[sel], bb[sel], conf[sel]
+        cust = ca + first_row
+        ev = capped_gain(margin[bb], cap[cust]) * p_alive[cust] * win_rate
+        score = conf * ev
+        ok = score > 0
+        cust, aa, bb, conf, ev, score = cust[ok], aa[ok], bb[ok], conf[ok], ev[ok], score[ok]
+        # Top k per customer by score.
+        order = np.lexsort((bb, -score, cust))
+        cust_sorted = cust[order]
+        starts = np.searchsorted(cust_sorted, cust_sorted, side="left")
+        rank = np.arange(order.size) - starts
+        top = order[rank < top_k]
+        out["customer"].append(cust[top])
+        out["product"].append(bb[top])
+        out["antecedent"].append(aa[top])
+        out["confidence"].append(conf[top])
+        out["lift"].append(rules.lift[aa[top], bb[top]])
+        out["support"].append(rules.support[aa[top], bb[top]])
+        out["expected_value"].append(ev[top])
+        out["score"].append(score[top])
     return CrossSell(**{f: (np.concatenate(v) if v else np.array([])) for f, v in out.items()})
 
 

@@ -286,16 +286,29 @@ def purchase_pairs(
             firsts[(cid, pid)] = min(firsts.get((cid, pid), d), d)
         rows = [(c, p, d) for (c, p), d in firsts.items()]
     else:
-        with connection.cursor() as cur:
+        # One hash aggregate over the window's lines, kept in memory (the default work_mem spills it to disk).
+        with transaction.atomic(), connection.cursor() as cur:
+            cur.execute("SET LOCAL work_mem = '128MB'")
             cur.execute(sql, params)
             rows = cur.fetchall()
-    ci = np.fromiter((c_index.get(r[0], -1) for r in rows), dtype=np.int64, count=len(rows))
-    pi = np.fromiter((p_index.get(r[1], -1) for r in rows), dtype=np.int64, count=len(rows))
+    arr = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    ci, pi = _index_of(arr[:, 0], c_index), _index_of(arr[:, 1], p_index)
     keep = (ci >= 0) & (pi >= 0)
     if with_day:
-        day = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
-        return ci[keep], pi[keep], day[keep]
+        return ci[keep], pi[keep], arr[keep, 2]
     return ci[keep], pi[keep]
+
+
+def _index_of(ids: np.ndarray, index: dict[int, int]) -> np.ndarray:
+    """Map database ids to their positions in `index` (-1 when absent), vectorised."""
+    if not index:
+        return np.full(len(ids), -1, dtype=np.int64)
+    keys = np.fromiter(index.keys(), dtype=np.int64, count=len(index))
+    vals = np.fromiter(index.values(), dtype=np.int64, count=len(index))
+    order = np.argsort(keys)
+    keys, vals = keys[order], vals[order]
+    pos = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+    return np.where(keys[pos] == ids, vals[pos], -1)
 
 
 def fit_purchase_model(owned, model: str | None = None) -> engine.Recommender:

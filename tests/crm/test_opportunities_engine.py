@@ -118,3 +118,14 @@ def test_cross_sell_blocks_bounded_by_gathered_cells_give_the_same_answer(monkey
         zip(small.customer.tolist(), small.product.tolist(), strict=True)
     )
     assert len(whole.customer) > 0
+
+
+def test_cross_sell_with_customers_holding_nothing_at_the_end():
+    h = _planted(n_c=300, n_p=40)
+    h[-20:] = False
+    ci, pi = np.nonzero(h)
+    X = E.holding_matrix(ci, pi, *h.shape)
+    rules = E.association_rules(X, min_support=0.001, min_count=5)
+    cs = E.cross_sell(X, rules, margin=np.full(40, 100.0), cap=np.full(300, np.inf), p_alive=np.ones(300), top_k=3)
+    assert len(cs.customer) > 0
+    assert cs.customer.max() < 280
