@@ -1,9 +1,9 @@
-"""Benchmark: opportunity regeneration for 100,000 customers x 200 products on PostgreSQL.
+"""Benchmark: opportunity regeneration for 100,000 customers, 2,000 products and 2,000,000 purchase lines on PostgreSQL.
 
-Usage: DATABASE_URL=postgres://... python bench/bench_opportunities.py [--customers N] [--products P]
-Loads synthetic customers/products/holdings/usage once (rows tagged external_id 'BENCH-...',
-generated in SQL with generate_series) and times a first regeneration (all inserts) and a second
-(all updates). Migrate the database first.
+Usage: DATABASE_URL=postgres://... python bench/bench_opportunities.py [--customers N] [--products P] [--purchases L]
+Loads synthetic customers/products/holdings/usage/purchase lines once (rows tagged external_id
+'BENCH-...', generated in set-based SQL with generate_series) and times a first regeneration (all
+inserts) and a second (all updates). Migrate the database first.
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ def ensure_base(customers: int, products: int) -> None:
         cur.execute(
             """
             INSERT INTO crm_product (external_id, created_at, updated_at, sku, name, family, tier, list_price,
-                                     unit_cost, capacity_unit, capacity_per_unit, is_active, description)
+                                     unit_cost, capacity_unit, capacity_per_unit, is_active, description,
+                                     renewal_period, category)
             SELECT 'BENCH-P' || i, now(), now(), 'BENCH-' || lpad(i::text, 4, '0'), 'Bench product ' || i,
                    'bfam' || (i / 4), 1 + i %% 4, 100 + (i %% 37) * 20, 40 + (i %% 11) * 5,
-                   CASE WHEN i %% 4 = 0 THEN 'seats' ELSE '' END, CASE WHEN i %% 4 = 0 THEN 50 END, true, ''
+                   CASE WHEN i %% 4 = 0 THEN 'seats' ELSE '' END, CASE WHEN i %% 4 = 0 THEN 50 END, true, '', '', 'bcat' || (i / 40)
             FROM generate_series(0, %s - 1) i
             """,
             [products],
@@ -88,10 +89,43 @@ def ensure_base(customers: int, products: int) -> None:
         print(f"loaded in {time.perf_counter() - t:.1f} s", flush=True)
 
 
+def ensure_purchases(customers: int, products: int, lines: int) -> None:
+    """Purchase lines over the last 700 days: skewed popularity, and buyers of product k (k % 8 == 5) buy k + 1."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM crm_purchase WHERE order_ref = 'BENCH'", [])
+        have = cur.fetchone()[0]
+        if have >= lines * 0.95:
+            return
+        print(f"loading about {lines:,} purchase lines ...", flush=True)
+        t = time.perf_counter()
+        cur.execute("SELECT setseed(0.17)")
+        per_customer = max(1, round(lines / customers / 1.0875))  # the planted pairs add about 8.75%
+        cur.execute(
+            """
+            WITH c AS (SELECT id FROM crm_customer WHERE external_id LIKE 'BENCH-%%'),
+            p AS (SELECT id, list_price, row_number() OVER (ORDER BY id) - 1 AS k
+                  FROM crm_product WHERE external_id LIKE 'BENCH-P%%'),
+            l AS (SELECT c.id AS cid, floor(power(random(), 2) * %s)::int AS k, random() AS r
+                  FROM c, generate_series(1, %s)),
+            lines AS (SELECT cid, k, r FROM l UNION ALL
+                      SELECT cid, k + 1, r / 2 FROM l WHERE k %% 8 = 5 AND random() < 0.7)
+            INSERT INTO crm_purchase (created_at, updated_at, customer_id, product_id, quantity, unit_price,
+                                      amount, purchased_at, order_ref)
+            SELECT now(), now(), lines.cid, p.id, 1, p.list_price, p.list_price,
+                   TIMESTAMPTZ '2026-06-30 12:00+00' - lines.r * interval '700 days', 'BENCH'
+            FROM lines JOIN p ON p.k = lines.k
+            """,
+            [products, per_customer],
+        )
+        cur.execute("ANALYZE crm_purchase", [])
+        print(f"loaded purchases in {time.perf_counter() - t:.1f} s", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--customers", type=int, default=100_000)
-    ap.add_argument("--products", type=int, default=200)
+    ap.add_argument("--products", type=int, default=2_000)
+    ap.add_argument("--purchases", type=int, default=2_000_000)
     args = ap.parse_args()
     if connection.vendor != "postgresql":
         sys.exit("Run against PostgreSQL (DATABASE_URL=postgres://...).")
@@ -100,16 +134,19 @@ def main() -> None:
     from crm.opportunities.services import opportunities_regenerate
 
     ensure_base(args.customers, args.products)
+    if args.purchases:
+        ensure_purchases(args.customers, args.products, args.purchases)
     with connection.cursor() as cur:
         cur.execute("SELECT (SELECT COUNT(*) FROM crm_customer), (SELECT COUNT(*) FROM crm_product), "
-                    "(SELECT COUNT(*) FROM crm_holding), (SELECT COUNT(*) FROM crm_usage)")
-        print("customers, products, holdings, usage rows:", cur.fetchone())
+                    "(SELECT COUNT(*) FROM crm_holding), (SELECT COUNT(*) FROM crm_usage), "
+                    "(SELECT COUNT(*) FROM crm_purchase)")
+        print("customers, products, holdings, usage rows, purchase lines:", cur.fetchone())
     for label in ("first run (inserts)", "second run (updates)"):
         t = time.perf_counter()
         r = opportunities_regenerate(as_of=date(2026, 6, 30))
         total = time.perf_counter() - t
         print(f"{label}: {total:.1f} s  created={r.created} updated={r.updated} expired={r.expired} "
-              f"cross_sell={r.cross_sell} up_sell={r.up_sell}")
+              f"cross_sell={r.cross_sell} (from purchases {r.purchase_cross_sell}) up_sell={r.up_sell}")
         print("  timings:", {k: round(v, 2) for k, v in r.timings.items()})
 
 

@@ -326,6 +326,13 @@ OPPORTUNITY_MIN_SUPPORT = env.float("OPPORTUNITY_MIN_SUPPORT", default=0.001)  #
 OPPORTUNITY_MIN_COUNT = env.int("OPPORTUNITY_MIN_COUNT", default=5)  # customers holding A and B, at least
 OPPORTUNITY_MIN_LIFT = env.float("OPPORTUNITY_MIN_LIFT", default=1.0)  # rules must beat the base rate
 OPPORTUNITY_TOP_K = env.int("OPPORTUNITY_TOP_K", default=3)  # cross-sell suggestions per customer
+# Cross-sell from purchase lines (united with holdings): see docs/recommendations.md.
+OPPORTUNITY_PURCHASE_LOOKBACK_DAYS = env.int("OPPORTUNITY_PURCHASE_LOOKBACK_DAYS", default=730)
+OPPORTUNITY_PURCHASE_MODEL = env.str("OPPORTUNITY_PURCHASE_MODEL", default="item_item")  # chosen offline
+OPPORTUNITY_ITEM_ALPHA = env.float("OPPORTUNITY_ITEM_ALPHA", default=0.5)  # 0.5 = cosine, 1 = confidence
+OPPORTUNITY_ITEM_SHRINKAGE = env.float("OPPORTUNITY_ITEM_SHRINKAGE", default=10.0)  # pseudo-customers
+OPPORTUNITY_PURCHASE_LEVEL = env.str("OPPORTUNITY_PURCHASE_LEVEL", default="auto")  # auto|product|family|category
+OPPORTUNITY_PRODUCT_LEVEL_MAX = env.int("OPPORTUNITY_PRODUCT_LEVEL_MAX", default=2000)  # auto: products above -> groups
 # Next best action (crm/selectors/next_actions.py). A timely call saves a customer (or a renewal)
 # with a probability that starts from a Beta(a, b) prior (mean a / (a + b) = 25%) and learns from
 # the retention calls made: saved when the customer bought again within NBA_SAVE_WINDOW_DAYS.

@@ -115,11 +115,11 @@ class PersonAdmin(SyncedAdmin):
 @admin.register(Product)
 class ProductAdmin(SyncedAdmin):
     list_display = (
-        "sku", "name", "family", "tier", "list_price", "unit_cost", "capacity_per_unit", "capacity_unit",
+        "sku", "name", "family", "category", "tier", "list_price", "unit_cost", "capacity_per_unit", "capacity_unit",
         "renewal_period", "period_price", "is_active",
     )
-    list_filter = ("family", "tier", "renewal_period", "is_active")
-    search_fields = ("sku", "name", "family", "external_id")
+    list_filter = ("category", "family", "tier", "renewal_period", "is_active")
+    search_fields = ("sku", "name", "family", "category", "external_id")
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

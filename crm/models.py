@@ -251,6 +251,11 @@ class Product(SyncedModel):
     sku = models.CharField("SKU", max_length=64, unique=True)
     name = models.CharField(max_length=200)
     family = models.CharField(max_length=100, help_text="Products of a family form an up-sell path by tier.")
+    category = models.CharField(
+        max_length=100, blank=True, default="",
+        help_text="A group of families a salesperson talks about (\"Security\", \"Dairy\"); with a large "
+        "catalogue, cross-sell from purchases is computed per category and suggests its most bought product.",
+    )
     tier = models.PositiveSmallIntegerField(default=1, help_text="1 is the entry tier; higher is richer.")
     list_price = models.DecimalField(max_digits=12, decimal_places=2)
     unit_cost = models.DecimalField(max_digits=12, decimal_places=2, default=0)

@@ -299,7 +299,7 @@ class ProductSerializer(ApiModelSerializer):
     class Meta:
         model = Product
         fields = [
-            "id", "external_id", "sku", "name", "family", "tier", "list_price", "unit_cost", "capacity_unit",
+            "id", "external_id", "sku", "name", "family", "category", "tier", "list_price", "unit_cost", "capacity_unit",
             "capacity_per_unit", "is_active", "description", "renewal_period", "period_price", "created_at",
             "updated_at",
         ]

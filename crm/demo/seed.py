@@ -36,6 +36,21 @@ LINES_PER_OCCASION = (1, 5)  # uniform in [1, 5): 1 to 4 lines, mean 2.5
 
 ASSOCIATIONS = [("ANA-PRO", "DATA-CONN", 0.80), ("STO-1TB", "BACKUP", 0.80), ("SUP-PREM", "TRAINING", 0.75)]
 BASE_HOLD_RATE = 0.08
+# Customers who send purchase lines and keep no holdings (a shop, a wholesaler): their lines are drawn from
+# a basket of products at a base rate, and buyers of the antecedent go on to buy the consequent on a later
+# occasion with the given probability. Their own random stream: the other planted facts stay as they were.
+PURCHASE_ONLY_SHARE = 0.25
+PURCHASE_ONLY_BASE_RATE = 0.12
+PURCHASE_ANTECEDENT_RATE = 0.4
+PURCHASE_ASSOCIATIONS = [("MIGRATION", "SEC-AUDIT", 0.70), ("CONSULT", "STO-10TB", 0.70)]
+PURCHASE_ONLY_SEED_OFFSET = 2_000_003
+# Categories group families the way a salesperson talks about them.
+CATEGORIES = {
+    "Analytics": "Data", "Data Connector": "Data", "Reporting": "Data", "Storage": "Infrastructure",
+    "Backup": "Infrastructure", "Migration": "Infrastructure", "Support": "Services", "Training": "Services",
+    "Consulting": "Services", "API Access": "Platform", "Mobile": "Platform", "SSO": "Platform",
+    "Security Audit": "Security", "Compliance": "Security",
+}
 NEAR_CAPACITY_SHARE = 0.10
 USAGE_MONTHS = 6
 LOST_SHARE = 0.10
@@ -133,7 +148,9 @@ def seed_demo(
         step("users", 9)
         catalogue = _catalogue(products)
         step("products", len(catalogue))
-        truth = _customers_and_facets(customers, rng, reps, catalogue, as_of, step)
+        truth = _customers_and_facets(
+            customers, rng, reps, catalogue, as_of, step, np.random.default_rng(seed + PURCHASE_ONLY_SEED_OFFSET)
+        )
         if subscriptions:
             truth["subscriptions"] = _subscriptions(np.random.default_rng(seed + SUBSCRIPTION_SEED_OFFSET), as_of)
     refresh_statistics(Customer, Person, Holding, Usage, Purchase, Event, Contact, Task, PurchaseDay, PurchaseSummary)
@@ -141,6 +158,9 @@ def seed_demo(
         seed=seed, customers=customers, as_of=as_of.isoformat(), time_unit="days", bgnbd=dict(BGNBD),
         gamma_gamma=dict(GAMMA_GAMMA), products=len(catalogue),
         associations=[{"antecedent": a, "consequent": c, "confidence": conf} for a, c, conf in ASSOCIATIONS],
+        purchase_associations=[
+            {"antecedent": a, "consequent": c, "confidence": conf} for a, c, conf in PURCHASE_ASSOCIATIONS
+        ],
         events_before_loss={"kinds": list(LOSS_SIGNALS), "window_days": LOSS_WINDOW_DAYS},
         events_before_purchase={"kinds": list(PURCHASE_SIGNALS), "lead_days": list(PURCHASE_LEAD_DAYS)},
         contact_gap_days_by_owner=dict(CONTACT_GAP_DAYS), password=DEMO_PASSWORD,
@@ -184,7 +204,8 @@ def _catalogue(count: int) -> list[Product]:
         specs.append((f"ADDON-{i:03d}", f"Add-on {i:03d}", f"Add-on {i:03d}", 1, 100 + 7 * i, 30 + 2 * i, "", None))
     existing = {p.sku: p for p in Product.objects.filter(sku__in=[s[0] for s in specs])}
     new = [
-        Product(sku=sku, name=name, family=family, tier=tier, list_price=Decimal(price), unit_cost=Decimal(cost),
+        Product(sku=sku, name=name, family=family, category=CATEGORIES.get(family, ""), tier=tier,
+                list_price=Decimal(price), unit_cost=Decimal(cost),
                 capacity_unit=unit, capacity_per_unit=None if cap is None else Decimal(cap), external_id=f"DEMO-{sku}")
         for sku, name, family, tier, price, cost, unit, cap in specs
         if sku not in existing
@@ -194,7 +215,7 @@ def _catalogue(count: int) -> list[Product]:
     return [by_sku[s[0]] for s in specs]
 
 
-def _customers_and_facets(n, rng, reps, catalogue, as_of, step) -> dict:
+def _customers_and_facets(n, rng, reps, catalogue, as_of, step, po_rng) -> dict:
     now = timezone.now()
     end = np.datetime64(as_of, "D")
     start = end - np.timedelta64(HISTORY_DAYS, "D")
@@ -273,6 +294,17 @@ def _customers_and_facets(n, rng, reps, catalogue, as_of, step) -> dict:
         if antecedent in col and consequent in col:
             a, c = col[antecedent], col[consequent]
             holds[:, c] = np.where(holds[:, a], rng.random(n) < confidence, holds[:, c])
+    # Purchase-only customers (never lost, so they stay in the book) hold nothing; their basket plants
+    # PURCHASE_ASSOCIATIONS, bought in that order (see the purchase lines below).
+    purchase_only = (po_rng.random(n) < PURCHASE_ONLY_SHARE) & ~lost
+    holds[purchase_only] = False
+    basket = (po_rng.random((n, len(catalogue))) < PURCHASE_ONLY_BASE_RATE) & purchase_only[:, None]
+    planted_pairs = [(col[a], col[c], conf) for a, c, conf in PURCHASE_ASSOCIATIONS if a in col and c in col]
+    for a, c, conf in planted_pairs:
+        basket[:, a] = purchase_only & (po_rng.random(n) < PURCHASE_ANTECEDENT_RATE)
+        basket[:, c] = np.where(basket[:, a], po_rng.random(n) < conf, basket[:, c])
+    lonely = purchase_only & ~basket.any(axis=1)
+    basket[np.arange(n)[lonely], po_rng.integers(0, len(catalogue), size=int(lonely.sum()))] = True
     h_cust, h_prod = np.nonzero(holds)
     h_qty = rng.integers(1, 4, size=h_cust.size)
     h_since = first[h_cust].astype("int64")
@@ -309,8 +341,13 @@ def _customers_and_facets(n, rng, reps, catalogue, as_of, step) -> dict:
                      for k in np.nonzero(near)[0]]
 
     # Purchases: each occasion split into 1-3 lines over products the customer holds.
-    held_start = np.searchsorted(h_cust, np.arange(n))
-    held_count = np.bincount(h_cust, minlength=n)
+    # Purchase-only customers buy from their basket instead.
+    b_cust, b_prod = np.nonzero(basket)
+    o_cust, o_prod = np.concatenate([h_cust, b_cust]), np.concatenate([h_prod, b_prod])
+    o_order = np.lexsort((o_prod, o_cust))
+    o_cust, o_prod = o_cust[o_order], o_prod[o_order]
+    held_start = np.searchsorted(o_cust, np.arange(n))
+    held_count = np.bincount(o_cust, minlength=n)
     n_lines = rng.integers(*LINES_PER_OCCASION, size=tx.customer_ids.size)
     line_occ = np.repeat(np.arange(tx.customer_ids.size), n_lines)
     line_cust = tx.customer_ids[line_occ]
@@ -318,11 +355,12 @@ def _customers_and_facets(n, rng, reps, catalogue, as_of, step) -> dict:
     weights /= np.bincount(line_occ, weights=weights)[line_occ]
     line_amount = np.round(tx.amounts[line_occ] * weights, 2).clip(0.01)
     pick = held_start[line_cust] + (rng.random(line_occ.size) * held_count[line_cust]).astype(np.int64)
-    line_prod = h_prod[pick]
+    line_prod = o_prod[pick]
+    line_day = tx.dates[line_occ].astype("int64")
+    _plant_purchase_order(line_cust, line_day, line_prod, basket, planted_pairs)
     cost_ratio = np.array([float(p.unit_cost / p.list_price) if p.list_price else 0.5 for p in catalogue])
     line_qty = rng.integers(1, 4, size=line_occ.size)
     line_hour = rng.integers(8, 18, size=line_occ.size)
-    line_day = tx.dates[line_occ].astype("int64")
     pk_of_product = [p.pk for p in catalogue]
 
     def purchase_rows():
@@ -399,7 +437,33 @@ def _customers_and_facets(n, rng, reps, catalogue, as_of, step) -> dict:
 
     open_follow_ups = sum(1 for k in np.nonzero(follow)[0] if int(c_day[k]) + FOLLOW_UP_DAYS >= today - FOLLOW_UP_KEPT_DAYS)
     return {"near_capacity": near_capacity, "lost_customers": int(lost.sum()), "purchase_lines": int(lines),
+            "purchase_only_customers": [ext[i] for i in np.flatnonzero(purchase_only)],
             "occasions": int(tx.customer_ids.size), "open_follow_ups": open_follow_ups}
+
+
+def _plant_purchase_order(line_cust, line_day, line_prod, basket, pairs) -> None:
+    """Make basket holders of antecedent A and consequent B buy A first and B on a later occasion (in place).
+
+    A is bought on the customer's first occasion; B first on the next one (on the first one too when the
+    customer has one occasion only); B is never bought before A.
+    """
+    order = np.argsort(line_cust, kind="stable")
+    starts = np.searchsorted(line_cust[order], np.arange(basket.shape[0]))
+    ends = np.searchsorted(line_cust[order], np.arange(basket.shape[0]), side="right")
+    for a, b, _ in pairs:
+        for c in np.flatnonzero(basket[:, a] & basket[:, b]):
+            idx = order[starts[c] : ends[c]]
+            if idx.size == 0:
+                continue
+            days = line_day[idx]
+            first = idx[days == days.min()]
+            later = idx[days > days.min()]
+            line_prod[first[line_prod[first] == b]] = a
+            line_prod[first[0]] = a
+            if later.size:
+                line_prod[later[line_day[later] == line_day[later].min()][0]] = b
+            elif first.size > 1:
+                line_prod[first[1]] = b
 
 
 def _subscriptions(rng: np.random.Generator, as_of: date) -> dict:

@@ -75,6 +75,6 @@ def backwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("crm", "0015_opportunity_outcomes")]
+    dependencies = [("crm", "0016_product_category")]
 
     operations = [migrations.RunPython(forwards, backwards)]

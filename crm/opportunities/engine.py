@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 FACTOR_MIN, FACTOR_MAX = 0.25, 4.0
-_CONF_SCALE = 1_000_000  # confidence kept to 1e-6 in the packed (confidence, antecedent) key
+_GATHER_CELLS = 16_000_000  # cells per block: dense scores, or 4 x cross-sell candidate pairs
 
 
 @dataclass
@@ -128,46 +128,75 @@ def cross_sell(
 ) -> CrossSell:
     """For each customer, the top_k not-held products by confidence x expected value.
 
-    The best rule per (customer, B) is found without a customers x products x products
-    tensor: the valid confidences are packed with their antecedent index into one int64
-    key, gathered for every held product and max-reduced per customer (np.maximum.reduceat).
+    Works on the valid rules only (usually few): every held product A of a customer brings the
+    consequents B of its valid rules; the best-confidence rule per (customer, B) is kept (ties: the
+    higher antecedent index), held B are dropped, and the top_k by score are kept per customer.
+    Customers are processed in blocks bounded in candidate pairs, so memory stays flat.
     """
     n_c, n_p = held.shape
-    conf = np.where(rules.valid, rules.confidence, 0.0)
-    key = (np.round(conf * _CONF_SCALE).astype(np.int64) * n_p) + np.arange(n_p, dtype=np.int64)[:, None]
-    key[conf <= 0] = -1
-    out: dict[str, list[np.ndarray]] = {f: [] for f in CrossSell.__dataclass_fields__}
+    valid = sp.csr_matrix(np.where(rules.valid & (rules.confidence > 0), rules.confidence, 0.0))
+    valid.eliminate_zeros()
     margin = np.asarray(margin, dtype=np.float64)
-    for start in range(0, n_c, chunk):
-        block = held[start : start + chunk]
-        rows = np.diff(block.indptr)
-        has = np.flatnonzero(rows > 0)
-        if has.size == 0:
+    cap = np.asarray(cap, dtype=np.float64)
+    p_alive = np.asarray(p_alive, dtype=np.float64)
+    out: dict[str, list[np.ndarray]] = {f: [] for f in CrossSell.__dataclass_fields__}
+    fanout = np.diff(valid.indptr)  # consequents per antecedent
+    row_of = np.repeat(np.arange(n_c), np.diff(held.indptr))
+    per_row = np.bincount(row_of, weights=fanout[held.indices], minlength=n_c).astype(np.int64)
+    bounds = np.concatenate([[0], np.cumsum(per_row)])
+    budget = max(_GATHER_CELLS // 4, 1)
+    start = 0
+    while start < n_c:
+        end = int(np.searchsorted(bounds, bounds[start] + budget, side="right")) - 1
+        end = min(max(end, start + 1), start + chunk, n_c)
+        block = held[start:end]
+        first_row = start
+        start = end
+        if block.nnz == 0:
             continue
-        gathered = key[block.indices]  # (nnz, n_p)
-        best = np.maximum.reduceat(gathered, block.indptr[has], axis=0)  # (len(has), n_p)
-        dense_held = block[has].toarray() > 0
-        best[dense_held] = -1
-        best_conf = np.where(best >= 0, (best // n_p) / _CONF_SCALE, 0.0)
-        cust = has + start
-        ev = capped_gain(margin[None, :], cap[cust][:, None]) * p_alive[cust][:, None] * win_rate
-        score = best_conf * ev
-        score[best < 0] = -1.0
-        k = min(top_k, n_p)
-        top = np.argpartition(-score, k - 1, axis=1)[:, :k] if k < n_p else np.tile(np.arange(n_p), (len(has), 1))
-        top_scores = np.take_along_axis(score, top, axis=1)
-        keep = top_scores > 0
-        r = np.repeat(np.arange(len(has)), k).reshape(-1, k)[keep]
-        b = top[keep]
-        a = best[r, b] % n_p
-        out["customer"].append(cust[r])
-        out["product"].append(b)
-        out["antecedent"].append(a)
-        out["confidence"].append(best_conf[r, b])
-        out["lift"].append(rules.lift[a, b])
-        out["support"].append(rules.support[a, b])
-        out["expected_value"].append(ev[r, b])
-        out["score"].append(score[r, b])
+        rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
+        a = block.indices.astype(np.int64)
+        n_out = fanout[a]
+        if n_out.sum() == 0:
+            continue
+        ca = np.repeat(rows, n_out)
+        aa = np.repeat(a, n_out)
+        offsets = np.arange(ca.size) - np.repeat(np.cumsum(n_out) - n_out, n_out)
+        pos = valid.indptr[aa] + offsets
+        bb = valid.indices[pos].astype(np.int64)
+        conf = valid.data[pos]
+        # Drop consequents the customer holds.
+        held_keys = np.sort(rows.astype(np.int64) * n_p + a)
+        keys = ca.astype(np.int64) * n_p + bb
+        keep = ~np.isin(keys, held_keys)
+        ca, aa, bb, conf, keys = ca[keep], aa[keep], bb[keep], conf[keep], keys[keep]
+        if ca.size == 0:
+            continue
+        # Best rule per (customer, B): highest confidence, then highest antecedent.
+        order = np.lexsort((-aa, -conf, keys))
+        first = np.ones(order.size, bool)
+        first[1:] = keys[order][1:] != keys[order][:-1]
+        sel = order[first]
+        ca, aa, bb, conf = ca[sel], aa[sel], bb[sel], conf[sel]
+        cust = ca + first_row
+        ev = capped_gain(margin[bb], cap[cust]) * p_alive[cust] * win_rate
+        score = conf * ev
+        ok = score > 0
+        cust, aa, bb, conf, ev, score = cust[ok], aa[ok], bb[ok], conf[ok], ev[ok], score[ok]
+        # Top k per customer by score.
+        order = np.lexsort((bb, -score, cust))
+        cust_sorted = cust[order]
+        starts = np.searchsorted(cust_sorted, cust_sorted, side="left")
+        rank = np.arange(order.size) - starts
+        top = order[rank < top_k]
+        out["customer"].append(cust[top])
+        out["product"].append(bb[top])
+        out["antecedent"].append(aa[top])
+        out["confidence"].append(conf[top])
+        out["lift"].append(rules.lift[aa[top], bb[top]])
+        out["support"].append(rules.support[aa[top], bb[top]])
+        out["expected_value"].append(ev[top])
+        out["score"].append(score[top])
     return CrossSell(**{f: (np.concatenate(v) if v else np.array([])) for f, v in out.items()})
 
 
@@ -266,3 +295,219 @@ def up_sell(
         expected_value=ev[sel],
         score=score[sel],
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Recommenders on a customer x item "owns" matrix (items = products, families or categories).
+#
+# Every model scores, for each customer, the items they do not own; the offline evaluation
+# (crm.opportunities.evaluation) compares them on a time split and the product uses the one
+# that measures best (settings.OPPORTUNITY_PURCHASE_MODEL).
+#
+#   popularity    n(B): the most owned items first (the baseline to beat).
+#   cooccurrence  sum over owned A of n(A and B): plain co-occurrence counts.
+#   lift          max over owned A of lift(A -> B) among valid rules (rare items win: kept to show why
+#                 it is never used alone).
+#   association   max over owned A of confidence(A -> B) among valid rules.
+#   item_item     mean over owned A of sim(A, B) = n(A and B) / (n(A)^alpha n(B)^(1-alpha) + shrinkage):
+#                 alpha = 0.5 is the cosine; alpha -> 1 turns it into the mean confidence, which blends in
+#                 popularity (n(B) no longer divides); the shrinkage damps pairs seen a few times only.
+#   ease          a linear item-item model fitted in closed form (Steck 2019): B = I - P diag(1/diag(P)),
+#                 P = (X'X + shrinkage I)^-1, zero diagonal; score = sum over owned A of B[A, B].
+#   adoption      learnt on the window just before the date: of customers who owned A and not B at its
+#                 start, the share who first bought B within it, shrunk toward B's base adoption rate
+#                 with `shrinkage` pseudo-customers; mean over owned A. It ranks what customers like this
+#                 one go on to buy next, not what they already have in common.
+# ---------------------------------------------------------------------------------------------
+
+MODELS = ("popularity", "cooccurrence", "lift", "association", "item_item", "ease", "adoption")
+_BLOCK_CELLS = 4_000_000  # dense scores per chunk: rows x items
+
+
+@dataclass
+class Recommender:
+    """A fitted model: items x items weights (None for popularity) and per-item popularity."""
+
+    model: str
+    popularity: np.ndarray  # n(B) / N
+    weights: np.ndarray | None  # (n_items, n_items), row = owned item A, column = candidate B
+    mean: bool  # score = mean of the owned rows (item_item) instead of the sum / max
+    use_max: bool
+    co: np.ndarray
+    holders: np.ndarray
+    n_customers: int
+
+    def evidence(self, a: int, b: int) -> tuple[float, float, int, int]:
+        """(confidence, lift, n(A), n(A and B)) of the rule A -> B, for the plain-words reason."""
+        na = self.holders[a]
+        conf = self.co[a, b] / na if na else 0.0
+        base = self.holders[b] / max(self.n_customers, 1)
+        return float(conf), float(conf / base) if base else 0.0, int(na), int(self.co[a, b])
+
+
+def group_matrix(owned: sp.csr_matrix, group_of: np.ndarray, n_groups: int) -> sp.csr_matrix:
+    """Customers x groups (family or category) 0/1: a customer owns a group when they own any item of it."""
+    rows, cols = owned.nonzero()
+    g = np.asarray(group_of, dtype=np.int64)[cols]
+    keep = g >= 0
+    return holding_matrix(rows[keep], g[keep], owned.shape[0], n_groups)
+
+
+def fit_recommender(
+    owned: sp.csr_matrix,
+    model: str = "item_item",
+    *,
+    alpha: float = 0.5,
+    shrinkage: float = 10.0,
+    min_support: float = 0.0,
+    min_count: int = 2,
+    min_lift: float = 1.0,
+    before: sp.csr_matrix | None = None,
+    adopted: sp.csr_matrix | None = None,
+) -> Recommender:
+    """Fit one of MODELS on a 0/1 customers x items matrix.
+
+    "adoption" also needs `before` (what customers owned at the start of the learning window) and
+    `adopted` (what they first bought within it, not owned at its start).
+    """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+    n = owned.shape[0]
+    holders = np.asarray(owned.sum(axis=0)).ravel().astype(np.float64)
+    co = np.asarray((owned.T @ owned).todense(), dtype=np.float64)
+    np.fill_diagonal(co, 0.0)
+    popularity = holders / max(n, 1)
+    weights, mean, use_max = None, False, False
+    if model == "cooccurrence":
+        weights = co.astype(np.float32)
+    elif model in ("lift", "association"):
+        rules = association_rules(owned, min_support=min_support, min_count=min_count, min_lift=min_lift)
+        w = rules.lift if model == "lift" else rules.confidence
+        weights = np.where(rules.valid, w, 0.0).astype(np.float32)
+        use_max = True
+    elif model == "item_item":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            denom = np.power(holders, alpha)[:, None] * np.power(holders, 1.0 - alpha)[None, :] + shrinkage
+            sim = np.where(denom > 0, co / denom, 0.0)
+        weights = sim.astype(np.float32)
+        mean = True
+    elif model == "ease":
+        gram = co + np.diag(holders) + shrinkage * np.eye(len(holders))
+        inv = np.linalg.inv(gram)
+        weights = (-inv / np.diag(inv)[None, :]).astype(np.float32)
+        np.fill_diagonal(weights, 0.0)
+    elif model == "adoption":
+        if before is None or adopted is None:
+            raise ValueError("the adoption model needs the matrices before and adopted")
+        weights, popularity = adoption_rates(before, adopted, shrinkage=shrinkage)
+        mean = True
+    return Recommender(model, popularity, weights, mean, use_max, co, holders, n)
+
+
+def adoption_rates(
+    before: sp.csr_matrix, adopted: sp.csr_matrix, *, shrinkage: float = 10.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(items x items shrunk P(first buys B | owned A, not B), per-item base rate P(first buys B | not B)).
+
+    Customers who owned nothing at the start of the window are left out (nothing to learn from).
+    """
+    active = np.diff(before.indptr) > 0
+    b = before[active]
+    a = adopted[active]
+    n = b.shape[0]
+    owners = np.asarray(b.sum(axis=0)).ravel().astype(np.float64)
+    adopters = np.asarray(a.sum(axis=0)).ravel().astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        base = np.where(n - owners > 0, adopters / (n - owners), 0.0)
+    co = np.asarray((b.T @ b).todense(), dtype=np.float64)
+    at_risk = owners[:, None] - co  # owned A and not B at the start
+    moved = np.asarray((b.T @ a).todense(), dtype=np.float64)
+    rate = (moved + shrinkage * base[None, :]) / (np.maximum(at_risk, 0.0) + shrinkage)
+    np.fill_diagonal(rate, 0.0)
+    return rate.astype(np.float32), base
+
+
+def score_block(rec: Recommender, block: sp.csr_matrix) -> np.ndarray:
+    """Dense relevance (rows x items) for a block of customers; owned items are not masked here."""
+    n_rows, n_items = block.shape
+    if rec.weights is None:
+        return np.tile(rec.popularity.astype(np.float32), (n_rows, 1))
+    if rec.use_max:
+        out = np.zeros((n_rows, n_items), dtype=np.float32)
+        rows = np.diff(block.indptr)
+        has = np.flatnonzero(rows > 0)
+        if has.size:
+            out[has] = np.maximum.reduceat(rec.weights[block.indices], block.indptr[has], axis=0)
+        return out
+    scores = np.asarray(block @ rec.weights, dtype=np.float32)
+    if rec.mean:
+        size = np.maximum(np.diff(block.indptr), 1).astype(np.float32)
+        scores /= size[:, None]
+    return scores
+
+
+def recommend(rec: Recommender, owned: sp.csr_matrix, *, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k items per customer that they do not own: (items, relevance), both customers x k, item -1 when none.
+
+    Ties (and the zero scores of customers the model knows nothing about) break by popularity,
+    then by item index, so every model fills its k slots the same way popularity would.
+    """
+    n_c, n_items = owned.shape
+    k = max(min(k, n_items), 0)
+    items = np.full((n_c, k), -1, dtype=np.int64)
+    rel = np.zeros((n_c, k), dtype=np.float64)
+    if k == 0 or n_c == 0:
+        return items, rel
+    # A tie-breaker far below any real score difference: popularity rank in [0, 1e-6).
+    rank = np.empty(n_items)
+    rank[np.argsort(-rec.popularity, kind="stable")] = np.arange(n_items)
+    tie = ((n_items - rank) / (n_items + 1) * 1e-6).astype(np.float32)
+    chunk = max(1, _BLOCK_CELLS // max(n_items, 1))
+    for start in range(0, n_c, chunk):
+        block = owned[start : start + chunk]
+        s = score_block(rec, block)
+        s = s.astype(np.float32) + tie[None, :]
+        s[block.toarray() > 0] = -np.inf
+        top = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < n_items else np.tile(np.arange(n_items), (len(s), 1))
+        top_s = np.take_along_axis(s, top, axis=1)
+        order = np.argsort(-top_s, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        top_s = np.take_along_axis(top_s, order, axis=1)
+        valid = np.isfinite(top_s)
+        items[start : start + len(s)] = np.where(valid, top, -1)
+        rel[start : start + len(s)] = np.where(valid, np.maximum(top_s, 0.0), 0.0)
+    return items, rel
+
+
+def strongest_antecedent(rec: Recommender, owned: sp.csr_matrix, customer: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """For each (customer, item) pair, the owned item that supports it most (-1 when the customer owns nothing).
+
+    "Most" is the model's own weight (similarity, confidence, co-count); for popularity, the owned
+    item with the best confidence towards it, so every suggestion can say "customers who buy A ...".
+    """
+    w = rec.weights
+    if w is None or rec.model == "lift":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = np.where(rec.holders[:, None] > 0, rec.co / rec.holders[:, None], 0.0)
+    customer = np.asarray(customer, dtype=np.int64)
+    item = np.asarray(item, dtype=np.int64)
+    starts, ends = owned.indptr[customer], owned.indptr[customer + 1]
+    sizes = ends - starts
+    out = np.full(len(customer), -1, dtype=np.int64)
+    has = np.flatnonzero(sizes > 0)
+    if has.size == 0:
+        return out
+    rep = np.repeat(has, sizes[has])
+    offsets = np.arange(rep.size) - np.repeat(np.cumsum(sizes[has]) - sizes[has], sizes[has])
+    cand = owned.indices[starts[rep] + offsets]
+    vals = np.asarray(w[cand, item[rep]], dtype=np.float64)
+    bounds = np.concatenate([[0], np.cumsum(sizes[has])[:-1]])
+    best = np.maximum.reduceat(vals, bounds)
+    # first position reaching the max within each segment
+    is_best = vals >= np.repeat(best, sizes[has])
+    pos = np.flatnonzero(is_best)
+    seg = np.searchsorted(bounds, pos, side="right") - 1
+    first = np.ones(pos.size, bool)
+    first[1:] = seg[1:] != seg[:-1]
+    out[has[seg[first]]] = cand[pos[first]]
+    return out

@@ -33,6 +33,7 @@ class RegenerationResult:
     returned: int = 0  # dismissed longer ago than CRM_SUPPRESS_DAYS, suggested again: open once more
     suppressed: int = 0  # (customer, product) pairs held back by a recent "already has it"/"not relevant"
     cross_sell: int = 0
+    purchase_cross_sell: int = 0  # of which from purchase lines (rule purchases:...)
     up_sell: int = 0
     value_source: str = "historical"
     timings: dict[str, float] = field(default_factory=dict)
@@ -205,6 +206,189 @@ def _fmt_money(x: float) -> str:
     return format_money(x)
 
 
+@dataclass
+class PurchaseCrossSell:
+    """Cross-sell suggestions from purchase lines (united with holdings), one row per (customer, product)."""
+
+    model: str
+    level: str
+    rule: str
+    lookback_days: int
+    group_names: list[str]  # item names at the level computed (product names at product level)
+    group_of: np.ndarray  # product -> item index at that level
+    customer: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    product: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    antecedent: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))  # item index
+    confidence: np.ndarray = field(default_factory=lambda: np.array([]))
+    lift: np.ndarray = field(default_factory=lambda: np.array([]))
+    antecedent_buyers: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    co_buyers: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    relevance: np.ndarray = field(default_factory=lambda: np.array([]))
+    expected_value: np.ndarray = field(default_factory=lambda: np.array([]))
+    score: np.ndarray = field(default_factory=lambda: np.array([]))
+    seconds: float = 0.0
+
+
+def purchase_level(products: list[tuple], level: str | None = None) -> str:
+    """The level cross-sell from purchases works at: the setting, or for "auto" products while the
+    catalogue is at most OPPORTUNITY_PRODUCT_LEVEL_MAX, else categories (when products have one), else families."""
+    level = level or settings.OPPORTUNITY_PURCHASE_LEVEL
+    if level != "auto":
+        return level
+    if len(products) <= settings.OPPORTUNITY_PRODUCT_LEVEL_MAX:
+        return "product"
+    return "category" if any(p[9] for p in products) else "family"
+
+
+def product_groups(products: list[tuple], level: str) -> tuple[np.ndarray, list[str]]:
+    """(group index per product, group names) for level product, family or category.
+
+    A product with no category falls back to its family, so no product is left out.
+    """
+    if level == "product":
+        return np.arange(len(products), dtype=np.int64), [p[2] for p in products]
+    if level not in ("family", "category"):
+        raise ValueError(f"unknown level {level!r}; expected product, family or category")
+    names: dict[str, int] = {}
+    group_of = np.empty(len(products), dtype=np.int64)
+    for i, p in enumerate(products):
+        name = (p[9] or p[3]) if level == "category" else p[3]
+        group_of[i] = names.setdefault(name, len(names))
+    return group_of, list(names)
+
+
+def purchase_pairs(
+    *, since: date | None, until: date, c_index: dict[int, int], p_index: dict[int, int], with_day: bool = False
+) -> tuple[np.ndarray, ...]:
+    """(customer, product[, day]) index arrays of purchase lines in [since, until], one set-based query.
+
+    Without with_day the pairs are distinct; with it, the first day each pair was bought (days since 1970-01-01).
+    """
+    sql = (
+        "SELECT customer_id, product_id, MIN(purchased_at)::date - DATE '1970-01-01' FROM crm_purchase "
+        "WHERE product_id IS NOT NULL AND purchased_at < %s"
+        + (" AND purchased_at >= %s" if since else "")
+        + " GROUP BY customer_id, product_id"
+    )
+    from datetime import datetime, time  # noqa: PLC0415
+
+    tz = timezone.get_current_timezone()
+    params: list = [datetime.combine(until + timedelta(days=1), time.min, tzinfo=tz)]
+    if since:
+        params.append(datetime.combine(since, time.min, tzinfo=tz))
+    if connection.vendor != "postgresql":
+        qs = Purchase.objects.filter(product__isnull=False, purchased_at__lt=params[0])
+        if since:
+            qs = qs.filter(purchased_at__gte=params[1])
+        firsts: dict[tuple[int, int], int] = {}
+        for cid, pid, when in qs.values_list("customer_id", "product_id", "purchased_at"):
+            d = timezone.localtime(when).date().toordinal() - 719163
+            firsts[(cid, pid)] = min(firsts.get((cid, pid), d), d)
+        rows = [(c, p, d) for (c, p), d in firsts.items()]
+    else:
+        # One hash aggregate over the window's lines, kept in memory (the default work_mem spills it to disk).
+        with transaction.atomic(), connection.cursor() as cur:
+            cur.execute("SET LOCAL work_mem = '128MB'")
+            cur.execute(sql, params)
+            rows = cur.fetchall()
+    arr = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    ci, pi = _index_of(arr[:, 0], c_index), _index_of(arr[:, 1], p_index)
+    keep = (ci >= 0) & (pi >= 0)
+    if with_day:
+        return ci[keep], pi[keep], arr[keep, 2]
+    return ci[keep], pi[keep]
+
+
+def _index_of(ids: np.ndarray, index: dict[int, int]) -> np.ndarray:
+    """Map database ids to their positions in `index` (-1 when absent), vectorised."""
+    if not index:
+        return np.full(len(ids), -1, dtype=np.int64)
+    keys = np.fromiter(index.keys(), dtype=np.int64, count=len(index))
+    vals = np.fromiter(index.values(), dtype=np.int64, count=len(index))
+    order = np.argsort(keys)
+    keys, vals = keys[order], vals[order]
+    pos = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+    return np.where(keys[pos] == ids, vals[pos], -1)
+
+
+def fit_purchase_model(owned, model: str | None = None) -> engine.Recommender:
+    """The product's recommender with the configured model and parameters."""
+    return engine.fit_recommender(
+        owned, model or settings.OPPORTUNITY_PURCHASE_MODEL, alpha=settings.OPPORTUNITY_ITEM_ALPHA,
+        shrinkage=settings.OPPORTUNITY_ITEM_SHRINKAGE, min_support=settings.OPPORTUNITY_MIN_SUPPORT,
+        min_count=settings.OPPORTUNITY_MIN_COUNT, min_lift=settings.OPPORTUNITY_MIN_LIFT,
+    )
+
+
+def group_pick(products: list[tuple], group_of: np.ndarray, n_groups: int, bought: np.ndarray) -> np.ndarray:
+    """The concrete product to suggest for each group: the most bought (customers) of the group, then the
+    lowest tier, then the first created."""
+    pick = np.full(n_groups, -1, dtype=np.int64)
+    best: dict[int, tuple] = {}
+    for i, p in enumerate(products):
+        g = int(group_of[i])
+        key = (-int(bought[i]), p[4], p[0])
+        if g not in best or key < best[g]:
+            best[g] = key
+            pick[g] = i
+    return pick
+
+
+def _purchase_cross_sell(
+    *, as_of, products, c_index, h_cust, h_prod, margin, cap, p_alive, top_k, n_c
+) -> PurchaseCrossSell:
+    """Cross-sell from purchase lines within OPPORTUNITY_PURCHASE_LOOKBACK_DAYS, united with holdings.
+
+    Which items to suggest is the configured model's choice (settings.OPPORTUNITY_PURCHASE_MODEL,
+    chosen by the offline evaluation); the evidence in words is the association A -> B of the owned item
+    that supports the suggestion most; score = confidence(A -> B) x expected value, as for holdings.
+    """
+    t = time.perf_counter()
+    cfg = settings
+    lookback = cfg.OPPORTUNITY_PURCHASE_LOOKBACK_DAYS
+    level = purchase_level(products)
+    model = cfg.OPPORTUNITY_PURCHASE_MODEL
+    rule = f"purchases:{model}" + ("" if level == "product" else f":{level}")
+    group_of, group_names = product_groups(products, level)
+    out = PurchaseCrossSell(model, level, rule, lookback, group_names, group_of)
+    p_index = {int(p[0]): i for i, p in enumerate(products)}
+    pc, pp = purchase_pairs(since=as_of - timedelta(days=lookback), until=as_of, c_index=c_index, p_index=p_index)
+    if pc.size == 0:
+        out.seconds = time.perf_counter() - t
+        return out
+    n_p = len(products)
+    owned_products = engine.holding_matrix(np.concatenate([pc, h_cust]), np.concatenate([pp, h_prod]), n_c, n_p)
+    n_g = len(group_names)
+    owned = owned_products if level == "product" else engine.group_matrix(owned_products, group_of, n_g)
+    rec = fit_purchase_model(owned, model)
+    items, rel = engine.recommend(rec, owned, k=top_k)
+    r, j = np.nonzero((items >= 0) & (rel > 1e-5))
+    cust, item, relevance = r, items[r, j], rel[r, j]
+    ante = engine.strongest_antecedent(rec, owned, cust, item)
+    keep = ante >= 0
+    cust, item, relevance, ante = cust[keep], item[keep], relevance[keep], ante[keep]
+    if level == "product":
+        product = item
+    else:
+        bought = np.bincount(pp, minlength=n_p)  # customers who bought each product in the window
+        product = group_pick(products, group_of, n_g, bought)[item]
+    stats = [rec.evidence(int(a), int(b)) for a, b in zip(ante.tolist(), item.tolist(), strict=True)]
+    conf = np.array([s[0] for s in stats])
+    lift = np.array([s[1] for s in stats])
+    ev = engine.capped_gain(margin[product], cap[cust]) * p_alive[cust]
+    # Only where the evidence is an association worth saying aloud: as many co-buyers and as much lift as a
+    # holdings rule needs (the model picks the item; the words must hold for it).
+    co_buyers = np.array([s[3] for s in stats], dtype=np.int64)
+    ok = (conf > 0) & (lift > cfg.OPPORTUNITY_MIN_LIFT) & (co_buyers >= cfg.OPPORTUNITY_MIN_COUNT)
+    out.customer, out.product, out.antecedent = cust[ok], product[ok], ante[ok]
+    out.confidence, out.lift, out.relevance = conf[ok], lift[ok], relevance[ok]
+    out.antecedent_buyers = np.array([s[2] for s in stats], dtype=np.int64)[ok]
+    out.co_buyers = co_buyers[ok]
+    out.expected_value, out.score = ev[ok], (conf * ev)[ok]
+    out.seconds = time.perf_counter() - t
+    return out
+
+
 def opportunities_regenerate(
     *,
     as_of: date | None = None,
@@ -231,7 +415,8 @@ def opportunities_regenerate(
     products = list(
         Product.objects.filter(is_active=True)
         .order_by("pk")
-        .values_list("pk", "sku", "name", "family", "tier", "list_price", "unit_cost", "capacity_unit", "capacity_per_unit")
+        .values_list("pk", "sku", "name", "family", "tier", "list_price", "unit_cost", "capacity_unit", "capacity_per_unit",
+                     "category")
     )
     p_ids = np.array([p[0] for p in products], dtype=np.int64)
     p_index = {int(p): i for i, p in enumerate(p_ids)}
@@ -275,6 +460,12 @@ def opportunities_regenerate(
     cs = engine.cross_sell(
         held, rules, margin=margin, cap=ev_cap, p_alive=p_alive, win_rate=1.0, top_k=top_k
     )
+
+    purchase = _purchase_cross_sell(
+        as_of=as_of, products=products, c_index=c_index, h_cust=h_cust, h_prod=h_prod, margin=margin,
+        cap=ev_cap, p_alive=p_alive, top_k=top_k, n_c=n_c,
+    )
+    result.timings["purchases"] = purchase.seconds
 
     periods = cfg.UPSELL_PERIODS
     util = np.full((len(h_ids), max(periods, 1)), np.nan)
@@ -331,7 +522,40 @@ def opportunities_regenerate(
         suggestions[(int(customer_ids[c]), int(p_ids[b]), Opportunity.Kind.CROSS_SELL)] = (
             None, score, ev, text, data, "holdings:association",
         )
-    result.cross_sell = len(cs.customer)
+    for c, b, a, conf, lift, na, nab, ev, score, rel in zip(
+        purchase.customer.tolist(), purchase.product.tolist(), purchase.antecedent.tolist(),
+        purchase.confidence.tolist(), purchase.lift.tolist(), purchase.antecedent_buyers.tolist(),
+        purchase.co_buyers.tolist(), purchase.expected_value.tolist(), purchase.score.tolist(),
+        purchase.relevance.tolist(), strict=True,
+    ):
+        key = (int(customer_ids[c]), int(p_ids[b]), Opportunity.Kind.CROSS_SELL)
+        if key in suggestions and suggestions[key][1] >= score:
+            continue
+        if purchase.level == "product":
+            text = (
+                f"{conf:.0%} of customers who buy {names[a]} also buy {names[b]}, {lift:.1f}x the usual rate; "
+                f"this customer buys {names[a]} and not {names[b]}."
+            )
+        else:
+            ga, gb = purchase.group_names[a], purchase.group_names[purchase.group_of[b]]
+            text = (
+                f"{conf:.0%} of customers who buy {ga} also buy {gb}, {lift:.1f}x the usual rate; "
+                f"this customer buys {ga} and no {gb} yet: start with {names[b]}."
+            )
+        data = {
+            "rule": {"antecedent": purchase.group_names[a] if purchase.level != "product" else products[a][1],
+                     "consequent": products[b][1]},
+            "level": purchase.level, "model": purchase.model, "relevance": round(float(rel), 5),
+            "confidence": round(conf, 4), "lift": round(lift, 3), "antecedent_buyers": int(na),
+            "co_buyers": int(nab), "lookback_days": purchase.lookback_days,
+            "margin": round(float(margin[b]), 2), "cap": _cap(ev_cap[c]),
+            "p_alive": round(float(p_alive[c]), 4), "value_source": result.value_source,
+        }
+        suggestions[key] = (None, score, ev, text, data, purchase.rule)
+    result.cross_sell = sum(1 for k in suggestions if k[2] == Opportunity.Kind.CROSS_SELL)
+    result.purchase_cross_sell = sum(
+        1 for k, s in suggestions.items() if k[2] == Opportunity.Kind.CROSS_SELL and s[5].startswith("purchases:")
+    )
     for hi, b, reason, u, ev, score in zip(
         us.holding.tolist(), us.target.tolist(), us.reason.tolist(), us.utilisation.tolist(),
         us.expected_value.tolist(), us.score.tolist(), strict=True,

@@ -156,6 +156,20 @@ def test_products_are_read_by_all_and_written_by_admins(api, book, sales_org):
     assert negative.json()["errors"][0]["field"] == "list_price"
 
 
+def test_product_category_is_written_and_read(api, sales_org):
+    admin = api(sales_org["admin"])
+    body = {"sku": "CAT-1", "name": "Cat", "family": "Fam", "category": "Security", "list_price": "10.00"}
+    created = admin.post("/api/v1/products/", body, format="json")
+    assert created.status_code == 201
+    assert admin.get(f"/api/v1/products/{created.json()['id']}/").json()["category"] == "Security"
+    without = admin.post("/api/v1/products/", {**body, "sku": "CAT-2", "tier": 2, "category": ""}, format="json")
+    assert without.status_code == 201, without.json()
+    assert without.json()["category"] == ""
+    too_long = admin.post("/api/v1/products/", {**body, "sku": "CAT-3", "tier": 3, "category": "x" * 101}, format="json")
+    assert too_long.status_code == 400
+    assert too_long.json()["errors"][0]["field"] == "category"
+
+
 def test_only_managers_delete_customers(api, book, sales_org):
     customer = book["a1"]["customer"]
     assert api(sales_org["north_rep1"]).delete(f"/api/v1/customers/{customer.pk}/").status_code == 403

@@ -103,3 +103,29 @@ def test_win_rate_starts_at_the_prior_and_learns():
     assert E.win_rate(0, 0, prior_a=1, prior_b=4) == 0.2
     assert E.win_rate(30, 40, prior_a=1, prior_b=4) == 31 / 45
     assert E.win_rate(0, 40, prior_a=1, prior_b=4) < 0.05
+
+
+def test_cross_sell_blocks_bounded_by_gathered_cells_give_the_same_answer(monkeypatch):
+    h = _planted(n_c=600, n_p=40)
+    ci, pi = np.nonzero(h)
+    X = E.holding_matrix(ci, pi, *h.shape)
+    rules = E.association_rules(X, min_support=0.001, min_count=5)
+    kw = {"margin": np.full(40, 100.0), "cap": np.full(600, np.inf), "p_alive": np.ones(600), "top_k": 3}
+    whole = E.cross_sell(X, rules, **kw)
+    monkeypatch.setattr(E, "_GATHER_CELLS", 40 * 7)  # about one customer per block
+    small = E.cross_sell(X, rules, **kw)
+    assert sorted(zip(whole.customer.tolist(), whole.product.tolist(), strict=True)) == sorted(
+        zip(small.customer.tolist(), small.product.tolist(), strict=True)
+    )
+    assert len(whole.customer) > 0
+
+
+def test_cross_sell_with_customers_holding_nothing_at_the_end():
+    h = _planted(n_c=300, n_p=40)
+    h[-20:] = False
+    ci, pi = np.nonzero(h)
+    X = E.holding_matrix(ci, pi, *h.shape)
+    rules = E.association_rules(X, min_support=0.001, min_count=5)
+    cs = E.cross_sell(X, rules, margin=np.full(40, 100.0), cap=np.full(300, np.inf), p_alive=np.ones(300), top_k=3)
+    assert len(cs.customer) > 0
+    assert cs.customer.max() < 280
