@@ -144,15 +144,16 @@ def save_rate(*, today: date | None = None) -> float:
     return (a + row["saved"]) / (a + b + row["trials"])
 
 
-def _ranked(qs, partition: str, owner_ids, *order):
-    """Keep each salesperson's NBA_LIMIT_PER_KIND best rows (one window function, no query per salesperson).
+def _ranked(qs, partition: str, owner_ids, *order, limit: int | None = None):
+    """Keep each salesperson's `limit` (default NBA_LIMIT_PER_KIND) best rows (one window function, no query per salesperson).
 
     For one salesperson a plain ORDER BY ... LIMIT, which PostgreSQL answers with a top-N sort.
     """
+    limit = limit or settings.NBA_LIMIT_PER_KIND
     if len(owner_ids) == 1:
-        return qs.order_by(*order)[: settings.NBA_LIMIT_PER_KIND]
+        return qs.order_by(*order)[:limit]
     return qs.annotate(nba_rank=Window(RowNumber(), partition_by=[F(partition)], order_by=list(order))).filter(
-        nba_rank__lte=settings.NBA_LIMIT_PER_KIND
+        nba_rank__lte=limit
     )
 
 
@@ -171,7 +172,7 @@ def _retention_base(owner_ids, run, prev):
 
 
 def _retention_candidates(owner_ids, run, prev) -> dict[int, list[int]]:
-    """Each salesperson's biggest falls between two runs, ranked (customer ids), kept in the cache.
+    """Each salesperson's biggest falls between two runs (customer ids, in no order), kept in the cache.
 
     The falls only change with a new run, so the scan of the whole book's values in both runs
     is done once per run and salesperson (or after RETENTION_CACHE_SECONDS, for accounts that
@@ -184,19 +185,10 @@ def _retention_candidates(owner_ids, run, prev) -> dict[int, list[int]]:
     missing = [pk for pk in owner_ids if pk not in out]
     if missing:
         limit = settings.NBA_LIMIT_PER_KIND * RETENTION_CANDIDATES
-        qs = _retention_base(missing, run, prev)
         order = (F("nba_value").desc(), F("id").asc())
-        if len(missing) == 1:
-            rows = qs.order_by(*order).values_list("owner_id", "pk")[:limit]
-        else:
-            rows = (
-                qs.annotate(nba_rank=Window(RowNumber(), partition_by=[F("owner_id")], order_by=list(order)))
-                .filter(nba_rank__lte=limit)
-                .order_by("owner_id", "nba_rank")
-                .values_list("owner_id", "pk")
-            )
+        rows = _ranked(_retention_base(missing, run, prev), "owner_id", missing, *order, limit=limit)
         fresh: dict[int, list[int]] = {pk: [] for pk in missing}
-        for owner_id, pk in rows:
+        for owner_id, pk in rows.values_list("owner_id", "pk"):
             fresh[owner_id].append(pk)
         cache.set_many({keys[pk]: ids for pk, ids in fresh.items()}, RETENTION_CACHE_SECONDS)
         out.update(fresh)
