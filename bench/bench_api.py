@@ -75,6 +75,9 @@ def start_gunicorn(port: int, workers: int) -> subprocess.Popen:
         "API_RATE": "100000000/min",
         "CONN_MAX_AGE": "600",
         "LOG_LEVEL": "WARNING",
+        # Plain HTTP on the loopback: production's redirect to HTTPS would send every request away.
+        "SECURE_SSL_REDIRECT": "false",
+        "SECURE_HSTS_SECONDS": "0",
     }
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     proc = subprocess.Popen(
@@ -83,7 +86,7 @@ def start_gunicorn(port: int, workers: int) -> subprocess.Popen:
     )
     for _ in range(100):
         try:
-            requests.get(f"http://127.0.0.1:{port}/api/v1/", timeout=10)  # 401 is an answer
+            requests.get(f"http://127.0.0.1:{port}/api/v1/", timeout=10, allow_redirects=False)  # 401 is an answer
             return proc
         except requests.RequestException:
             time.sleep(0.2)
