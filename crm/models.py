@@ -547,6 +547,8 @@ class Event(SyncedModel):
             change_position_index(),
             models.Index(fields=["customer", "occurred_at"], name="event_customer_date_idx"),
             models.Index(fields=["kind", "occurred_at"], name="event_kind_date_idx"),
+            # the latest events of a salesperson's accounts (My day): walked newest first
+            models.Index(fields=["-occurred_at", "-id"], name="event_recent_idx"),
         ]
         constraints = [
             models.CheckConstraint(
