@@ -19,8 +19,9 @@ units, so the total shown is exactly the sum of the items shown.
 
 The list is bounded by the visibility rule twice: the salesperson's own book (customers they
 own; tasks assigned to them on accounts they may see) and what the viewer may see. Each kind
-keeps its NBA_LIMIT_PER_KIND best items per salesperson (a window function in the query), so a
-list, for one salesperson or a whole team, costs a fixed number of queries.
+keeps its NBA_LIMIT_PER_KIND best items per salesperson (a window function or a UNION ALL of
+per-salesperson top-N parts in the query), so a list, for one salesperson or a whole team, costs
+a fixed number of queries.
 """
 
 from __future__ import annotations
@@ -147,7 +148,9 @@ def save_rate(*, today: date | None = None) -> float:
 def _ranked(qs, partition: str, owner_ids, *order, limit: int | None = None, union: bool = False):
     """Keep each salesperson's `limit` (default NBA_LIMIT_PER_KIND) best rows (one window function, no query per salesperson).
 
-    For one salesperson a plain ORDER BY ... LIMIT, which PostgreSQL answers with a top-N sort.
+    For one salesperson a plain ORDER BY ... LIMIT, which PostgreSQL answers with a top-N sort or
+    by walking an index in that order. With `union`, one such ORDER BY ... LIMIT per salesperson in
+    a single UNION ALL query (for a team's offers, each part walking opp_open_value_idx).
     """
     limit = limit or settings.NBA_LIMIT_PER_KIND
     if len(owner_ids) == 1:
