@@ -548,6 +548,8 @@ def fit_adoption(
     mu, sd = x.mean(axis=0), x.std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
     coef = _logistic((x - mu) / sd, y, l2=l2)
+    if not np.all(np.isfinite(coef)):
+        return None
     # Apply at as_of: score = c_pop z(logpop) + c_ease z(ease) + c_rate z(lograte) + intercept.
     gram = _gram(owned) if gram is None else gram
     logpop, lograte, w = _adoption_items(owned, gram, owned_at(as_of - h), ease_strength)
@@ -567,21 +569,38 @@ def fit_adoption(
     return rec
 
 
-def _logistic(z: np.ndarray, y: np.ndarray, *, l2: float = 1.0, iters: int = 25) -> np.ndarray:
-    """L2-penalised logistic regression by Newton's method (few features): weights, then the intercept."""
+def _logistic(z: np.ndarray, y: np.ndarray, *, l2: float = 1.0, iters: int = 50) -> np.ndarray:
+    """L2-penalised logistic regression by Newton's method with step halving (the penalised loss never
+    rises, so rare labels or outlying features cannot make it diverge): weights, then the intercept."""
     a = np.hstack([z, np.ones((len(z), 1))])
     w = np.zeros(a.shape[1])
     r = min(max(y.mean(), 1e-6), 1 - 1e-6)
     w[-1] = np.log(r / (1 - r))
     pen = np.full(a.shape[1], l2)
     pen[-1] = 0.0
+
+    def loss(v: np.ndarray) -> float:
+        s = a @ v
+        return float(np.sum(np.logaddexp(0.0, s) - y * s) + 0.5 * np.sum(pen * v * v))
+
+    current = loss(w)
     for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-np.clip(a @ w, -30, 30)))
+        p = 0.5 * (1.0 + np.tanh(0.5 * (a @ w)))
         g = a.T @ (p - y) + pen * w
         hess = (a * (p * (1 - p))[:, None]).T @ a + np.diag(pen) + 1e-9 * np.eye(a.shape[1])
         step = np.linalg.solve(hess, g)
-        w -= step
-        if np.abs(step).max() < 1e-6:
+        t = 1.0
+        while t > 1e-6:
+            trial = w - t * step
+            value = loss(trial)
+            if value <= current:
+                break
+            t *= 0.5
+        else:
+            break
+        done = current - value < 1e-9 * max(abs(current), 1.0)
+        w, current = trial, value
+        if done:
             break
     return w
 

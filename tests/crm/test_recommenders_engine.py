@@ -155,3 +155,18 @@ def test_adoption_counts_hand_computed():
     assert (moved[2, 1], at_risk[2, 1]) == (1, 1)
     assert base[1] == pytest.approx(2 / 3)  # customers 0, 2, 3 lacked item 1; 0 and 3 bought it (4 is left out)
     assert moved[1, 1] == 0
+
+
+def test_adoption_logistic_fit_stays_finite_on_rare_labels_and_outliers():
+    # 1M pairs, 800 positives, all of them at outlying feature values: plain Newton steps overshoot here.
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((1_000_000, 3))
+    y = np.zeros(len(z))
+    y[:800] = 1.0
+    z[:800, 1] += 40.0
+    w = E._logistic(z, y)
+    assert np.all(np.isfinite(w))
+    assert w[1] > 0  # the feature the positives stand out on
+    assert abs(w[0]) < 0.5 * w[1]
+    p = 1 / (1 + np.exp(-(np.hstack([z, np.ones((len(z), 1))]) @ w)))
+    assert p[:800].mean() > 0.5 > p[800:].mean()
