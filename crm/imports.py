@@ -108,7 +108,7 @@ def import_purchases_csv(
         customers = _CustomerCache()
         products = dict(Product.objects.values_list("sku", "pk"))
         parse = _RowParser(index, customers, products, date_format, timezone.now())
-        keyed = _KeyedWriter(customers, user) if parse.keyed else None
+        keyed = _KeyedWriter(customers, user, parse.ids, parse.id_at is not None) if parse.keyed else None
         width = len(header)
         batch: list[tuple] = []
         for line, row in enumerate(reader, start=2):
@@ -159,14 +159,16 @@ class _KeyedWriter:
     """A file with an external_id or id column: each batch's lines split into new ones (inserted
     by the bulk path) and stored ones (updated when they differ), the stored ones found in one query."""
 
-    def __init__(self, customers: _CustomerCache, user):
+    def __init__(self, customers: _CustomerCache, user, ids: dict[int, int], with_ids: bool):
         self.customers = customers
+        self.ids = ids  # the file's ids read so far -> their line
+        self.with_ids = with_ids
         self.restricted = user if user is not None and not user.sees_everything else None
         # Lines the import itself adds get ids above this: an id of the file is matched only against
         # lines stored before it began (an id from another book that the import just gave a new line
         # must not update that line).
         self.max_id = Purchase.objects.aggregate(top=Max("pk"))["top"] or 0
-        self.matched: dict[int, int] = {}  # stored line id -> the file's line that matched it
+        self.matched: dict[int, int] = {}  # id of a stored line found by its key on a row without an id -> row
         self.created = self.updated = self.unchanged = 0
 
     def write(self, batch: list[tuple]) -> None:
@@ -176,8 +178,8 @@ class _KeyedWriter:
         ids = [pk for _, pk, _ in batch if pk is not None and pk <= self.max_id]
         by_key: dict[str, tuple] = {}
         by_id: dict[int, tuple] = {}
-        if keys or ids:
-            found = (Q(external_id__in=keys) if keys else Q(pk__in=[])) | (Q(pk__in=ids) if ids else Q(pk__in=[]))
+        if keys or ids:  # one query per batch
+            found = (Q(external_id__in=keys) if keys else Q()) | (Q(pk__in=ids) if ids else Q())
             for stored in Purchase.objects.filter(found).values_list(*_STORED):
                 by_id[stored[0]] = stored
                 if stored[-1] is not None:
@@ -211,10 +213,15 @@ class _KeyedWriter:
             if visible is not None and stored[1] not in visible:
                 what = f"external_id {key!r}" if key is not None and stored[-1] == key else f"id {stored[0]}"
                 raise ImportError_(line, f"{what} is a purchase line of a customer you cannot see")
-            first = self.matched.setdefault(stored[0], line)
-            if first != line:
-                raise ImportError_(line, f"the same purchase line (id {stored[0]}) as line {first}; "
-                                         "each line once per file")
+            # A line found by its key on one row and by its id on another (repeated keys and repeated
+            # ids are refused as the file is read).
+            if pk is None and self.with_ids:
+                first = self.ids.get(stored[0]) or self.matched.setdefault(stored[0], line)
+            else:
+                first = self.matched.get(stored[0], line)
+            if first != line:  # named at the later of the two (the other may be later in this batch)
+                raise ImportError_(max(first, line), f"the same purchase line (id {stored[0]}) as line "
+                                                     f"{min(first, line)}; each line once per file")
             if key is None:
                 values = (*values[:_KEY_AT], stored[-1], *values[_KEY_AT + 1:])
             if values[:_KEY_AT + 1] == stored[1:]:

@@ -253,3 +253,16 @@ def test_keys_are_found_only_among_the_lines_the_importer_may_see(tmp_path, sale
     with pytest.raises(ImportError_, match="line 2: external_id 'L9' is a purchase line of a customer you cannot see"):
         import_purchases_csv(path, user=sales_org["north_manager"])
     assert import_purchases_csv(path, user=sales_org["admin"]).updated == 1
+
+
+def test_a_line_found_by_its_key_and_by_its_id_on_two_rows_is_named(tmp_path):
+    line = f.purchase(customer=f.customer(external_id="C1"), external_id="ERP-1")
+    header = "id,external_id,customer_external_id,purchased_at,amount\n"
+    for text, message in (
+        (f",ERP-1,C1,2026-01-15,10\n{line.pk},,C1,2026-01-15,10\n", f"line 3: the same purchase line \\(id {line.pk}\\) as line 2"),
+        (f"{line.pk},,C1,2026-01-15,10\n,ERP-1,C1,2026-01-15,10\n", f"line 3: the same purchase line \\(id {line.pk}\\) as line 2"),
+    ):
+        for batch_size in (1, 10):
+            with pytest.raises(CommandError, match=message):
+                call_command("import_purchases", write(tmp_path, header + text), batch_size=batch_size, verbosity=0)
+    assert Purchase.objects.count() == 1
