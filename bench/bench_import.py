@@ -1,7 +1,7 @@
 """Benchmark: import a generated CSV of N purchase lines (default 1,000,000); wall time, CPU time and peak memory.
 
 Usage:
-    python bench/bench_import.py --on sqlite [--rows N] [--customers M] [--repeat R]
+    python bench/bench_import.py --on sqlite [--rows N] [--customers M] [--repeat R] [--keys] [--again]
     DATABASE_URL=postgres://... python bench/bench_import.py --on postgres [--rows N] [--customers M] [--repeat R]
 
 --on sqlite migrates a fresh SQLite database in a temporary folder once (the embedded default's
@@ -10,6 +10,10 @@ of DATABASE_URL with the change history's triggers on (as deployed), each round 
 new customers (BENCH-<round>-...). Each import runs `manage.py import_purchases` in its own
 process, so its peak resident memory (VmHWM) and CPU time are its own; the wall time includes
 that process's start (about 1.5 s). Prints each round and the median.
+
+--keys gives every line an external_id (a new key each, so the stored keys of each batch are
+looked up and none is found); --again imports each round's file a second time into the same
+database and times that import instead (every line found by its key and unchanged; with --keys).
 """
 
 import argparse
@@ -41,7 +45,7 @@ print(next(line.split()[1] for line in Path("/proc/self/status").read_text().spl
 """
 
 
-def write_csv(path: Path, rows: int, customers: int, prefix: str) -> None:
+def write_csv(path: Path, rows: int, customers: int, prefix: str, keys: bool = False) -> None:
     rng = np.random.default_rng(1)
     ids = rng.integers(0, customers, size=rows)
     days = rng.integers(0, 1000, size=rows)
@@ -49,9 +53,11 @@ def write_csv(path: Path, rows: int, customers: int, prefix: str) -> None:
     base = np.datetime64("2023-01-01")
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["customer_external_id", "purchased_at", "amount", "quantity", "order_ref"])
-        for c, d, a in zip(ids, days, amounts, strict=True):
-            writer.writerow([f"{prefix}{c:07d}", str(base + int(d)), f"{a:.2f}", 1, ""])
+        header = ["customer_external_id", "purchased_at", "amount", "quantity", "order_ref"]
+        writer.writerow(["external_id", *header] if keys else header)
+        for n, (c, d, a) in enumerate(zip(ids, days, amounts, strict=True)):
+            row = [f"{prefix}{c:07d}", str(base + int(d)), f"{a:.2f}", 1, ""]
+            writer.writerow([f"{prefix}L{n:08d}", *row] if keys else row)
 
 
 def run_import(path: Path, env: dict) -> tuple[float, float, float]:
@@ -72,7 +78,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--keys", action="store_true", help="an external_id column, a new key per line")
+    parser.add_argument("--again", action="store_true", help="time a second import of the same file")
     args = parser.parse_args()
+    if args.again and not args.keys:
+        parser.error("--again needs --keys (without keys a second import adds the lines again)")
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -85,12 +95,14 @@ def main() -> None:
         results = []
         for r in range(args.repeat):
             path = tmp / f"purchases-{r}.csv"
-            write_csv(path, args.rows, args.customers, f"BENCH-{int(time.time())}-{r}-")
+            write_csv(path, args.rows, args.customers, f"BENCH-{int(time.time())}-{r}-", keys=args.keys)
             if args.on == "sqlite":
                 database = tmp / f"round-{r}.sqlite3"
                 shutil.copy(template, database)
                 env["DATABASE_URL"] = f"sqlite:///{database}"
             size_mb = path.stat().st_size / 2**20
+            if args.again:
+                run_import(path, env)
             wall, cpu, peak = run_import(path, env)
             path.unlink()
             if args.on == "sqlite":
@@ -102,7 +114,8 @@ def main() -> None:
     wall = statistics.median(w for w, _, _ in results)
     cpu = statistics.median(c for _, c, _ in results)
     peak = max(p for _, _, p in results)
-    print(f"{args.on} median of {len(results)}: wall={wall:.1f} s rate={args.rows / wall:,.0f} rows/s "
+    what = ("keys, imported again" if args.again else "keys") if args.keys else "no keys"
+    print(f"{args.on} ({what}) median of {len(results)}: wall={wall:.1f} s rate={args.rows / wall:,.0f} rows/s "
           f"cpu={cpu:.1f} s ({args.rows / cpu:,.0f} rows per CPU s) peak_rss={peak:.0f} MB (target < 500 MB); "
           f"load average {os.getloadavg()[0]:.1f}")
 

@@ -1,5 +1,6 @@
 """Admin for customers, products, the four facets and opportunities."""
 
+from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -39,10 +40,25 @@ class PersonInlineFormSet(BaseInlineFormSet):
             raise ValidationError("Only one person can be the primary contact.")
 
 
+class PersonInlineForm(forms.ModelForm):
+    """A person whose personal data was erased on request (crm/privacy.py) stays as erased: every
+    field of their row is shown and not editable (a disabled field keeps its stored value
+    whatever is posted), as crm.services.person_update refuses to edit them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None and self.instance.erased_at is not None:
+            for field in self.fields.values():
+                field.disabled = True
+
+
 class PersonInline(admin.TabularInline):
     model = Person
+    form = PersonInlineForm
     formset = PersonInlineFormSet
-    fields = ("first_name", "last_name", "job_title", "dmu_role", "email", "phone", "is_primary", "is_active")
+    fields = ("first_name", "last_name", "job_title", "dmu_role", "email", "phone", "is_primary", "is_active",
+              "erased_at")
+    readonly_fields = ("erased_at",)
     extra = 0
 
 
@@ -110,6 +126,13 @@ class PersonAdmin(SyncedAdmin):
     search_fields = ("first_name", "last_name", "email", "customer__name", "external_id")
     autocomplete_fields = ("customer",)
     list_select_related = ("customer",)
+    readonly_fields = ("erased_at",)
+
+    def has_change_permission(self, request, obj=None):
+        # An erased person is shown, not edited (the admin's read-only view), as person_update refuses.
+        if obj is not None and obj.erased_at is not None:
+            return False
+        return super().has_change_permission(request, obj)
 
 
 @admin.register(Product)

@@ -231,8 +231,8 @@ def _record_rows(kind: str, user) -> Iterator[list]:
     elif kind == "purchases":
         qs = Purchase.objects.visible_to(user).select_related("customer", "product").order_by("pk")
         for p in qs.iterator(RECORD_CHUNK):
-            yield [_ext(p.customer), p.purchased_at, p.amount, p.product.sku if p.product else None, p.quantity,
-                   p.unit_cost, p.order_ref]
+            yield [p.pk, p.external_id, _ext(p.customer), p.purchased_at, p.amount,
+                   p.product.sku if p.product else None, p.quantity, p.unit_cost, p.order_ref]
 
 
 @login_required

@@ -12,7 +12,8 @@ by SKU, a user by username, a contact's people by their external_ids separated b
 The whole file is imported in one transaction, all or nothing: every line is checked, errors
 are collected with their line number ("line 7: email: Enter a valid email address.") and if
 there is any, nothing stays written. A dry run (the preview) does the same work and always
-rolls back. Purchase lines go through crm.imports.import_purchases_csv, the fast purchase path.
+rolls back. Purchase lines go through crm.imports.import_purchases_csv, the fast purchase path,
+keyed by an optional external_id or the CRM's own id (an export's lines update themselves).
 """
 
 from __future__ import annotations
@@ -225,6 +226,8 @@ KINDS: dict[str, ImportKind] = {
             Purchase,
             None,
             (
+                _c("id", help="The CRM's own number of a stored line, as exported: that line is updated."),
+                _c("external_id", help="The line's key in your system; a stored key updates that line."),
                 _c("customer_external_id", True, help="The customer's external_id; unknown customers are created."),
                 _c("purchased_at", True),
                 _c("amount", True),
@@ -676,7 +679,7 @@ def _import_purchases(kind, reader, header, mapping, result, *, user, dry_run, p
     try:
         with transaction.atomic():
             try:
-                outcome = import_purchases_csv(renamed(), batch_size=batch_size, progress=progress)
+                outcome = import_purchases_csv(renamed(), batch_size=batch_size, progress=progress, user=user)
             except ImportError_ as exc:
                 line = getattr(exc, "line", None)
                 source_line = lines_of[line - 1] if isinstance(line, int) and 0 < line <= len(lines_of) else 0
@@ -686,7 +689,7 @@ def _import_purchases(kind, reader, header, mapping, result, *, user, dry_run, p
                 result.add_error(exc.line, "", exc.message)
             else:
                 result.rows = outcome.rows
-                result.created = outcome.rows
+                result.created, result.updated, result.unchanged = outcome.created, outcome.updated, outcome.unchanged
             if result.error_count or dry_run:
                 raise _Undo
     except _Undo:
@@ -729,7 +732,7 @@ def purchase_preview_errors(rows: list[PreviewRow], *, user: User) -> None:
         buffer.seek(0)
         try:
             with transaction.atomic():
-                import_purchases_csv(buffer)
+                import_purchases_csv(buffer, user=user)
                 raise _Undo
         except _Undo:
             pass

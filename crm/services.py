@@ -748,6 +748,36 @@ def purchases_bulk_insert(*, columns: list[str], rows: Iterable[tuple]) -> int:
     return written
 
 
+PURCHASE_LINE_FIELDS = ["customer", "product", "quantity", "unit_price", "amount", "unit_cost", "purchased_at",
+                        "order_ref", "external_id"]
+
+
+@transaction.atomic
+def purchases_bulk_update(*, rows: list[Purchase], customers_before: dict[int, int]) -> int:
+    """Write changed stored purchase lines at once (the CSV import of lines it finds by their key).
+
+    `rows` are stored lines (pk set) with every field of PURCHASE_LINE_FIELDS set to its new,
+    already valid value; `customers_before` maps the pk of each line that changed customer to
+    its previous customer. One UPDATE per call; a line that moved gets "moved" tombstones for
+    those who could see it before (record_moved), and the CLV summary of the old and new
+    customers is recomputed (at the end of a summary_deferred() block).
+    """
+    if not rows:
+        return 0
+    now = timezone.now()
+    for row in rows:
+        row.updated_at = now
+    _bulk_update(Purchase, rows, [*PURCHASE_LINE_FIELDS, "updated_at"])
+    if customers_before:
+        owners = dict(Customer.objects.filter(pk__in=set(customers_before.values())).values_list("pk", "owner_id"))
+        for row in rows:
+            before = customers_before.get(row.pk)
+            if before is not None:
+                record_moved(instance=row, before=(before, owners.get(before)))
+    summary_apply(customer_ids={row.customer_id for row in rows} | set(customers_before.values()))
+    return len(rows)
+
+
 @transaction.atomic
 def contact_log(
     *,

@@ -16,9 +16,10 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import EmailValidator, URLValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.functional import cached_property
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.fields import empty
+from rest_framework.fields import SkipField, empty
 
 from accounts.models import User
 from clv.models import ClvRun, CustomerValue
@@ -128,7 +129,49 @@ class ApiModelSerializer(serializers.ModelSerializer):
                     errors[key] = ["This field is read-only."]
             if errors:
                 raise serializers.ValidationError(errors)
-        return super().to_internal_value(data)
+        # A plain dict: the fields it leaves out that would only be skipped are not run at all
+        # (see _writable_fields); bulk writes and imports validate many such records.
+        self._given = data if type(data) is dict else None
+        try:
+            return super().to_internal_value(data)
+        finally:
+            self._given = None
+
+    @property
+    def _writable_fields(self):
+        """DRF's writable fields, less those absent from a plain-dict input that DRF would skip
+        anyway (SkipField from validate_empty_values, before any validator or validate_<field>):
+        every absent field of a partial update; on a create, absent fields neither required nor
+        with a default. Only fields reading their value as Field.get_value does (the key of their
+        name) are left out, so the outcome is DRF's, without a raised SkipField per absent field."""
+        writable, skippable = self._field_lists
+        given = getattr(self, "_given", None)
+        if given is None:
+            return iter(writable)
+        partial = getattr(self.root, "partial", False)
+        return (f for f in writable if f.field_name in given or not (partial and f in skippable[0]
+                                                                          or f in skippable[1]))
+
+    @cached_property
+    def _field_lists(self):
+        writable = [f for f in self.fields.values() if not f.read_only]
+        plain = {f for f in writable if type(f).get_value is serializers.Field.get_value}
+        return writable, (plain, {f for f in plain if not f.required and f.default is empty})
+
+    def _read_only_defaults(self):
+        # DRF's, with its per-record scan of every field for read-only ones with a default done once.
+        defaults = {}
+        for field in self._read_only_with_defaults:
+            try:
+                defaults[field.source] = field.get_default()
+            except SkipField:
+                continue
+        return defaults
+
+    @cached_property
+    def _read_only_with_defaults(self):
+        return [f for f in self.fields.values()
+                if f.read_only and f.default is not empty and f.source != "*" and "." not in f.source]
 
     @property
     def _writable_fields(self):

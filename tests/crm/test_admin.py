@@ -122,3 +122,56 @@ def test_admin_refuses_dates_before_1900(admin_client):
                                        "occurred_at_0": "1000-01-01", "occurred_at_1": "10:00:00"})
     assert response.status_code == 200
     assert "The event date must be between 1 Jan 1900 and now." in response.content.decode()
+
+
+def _posted(response) -> dict:
+    """The change page's form as the browser would post it unchanged (the main form and every inline)."""
+    data = {}
+    forms = [response.context["adminform"].form]
+    for inline in response.context["inline_admin_formsets"]:
+        formset = inline.formset
+        management = formset.management_form
+        data.update({management.add_prefix(name): management[name].value() for name in management.fields})
+        forms += formset.forms
+    for form in forms:
+        for name, field in form.fields.items():
+            value = form[name].value()
+            if field.widget.__class__.__name__ == "CheckboxInput":
+                if value:
+                    data[form.add_prefix(name)] = "on"
+            elif value is not None:
+                data[form.add_prefix(name)] = value
+    return data
+
+
+def test_an_erased_person_cannot_be_edited_in_the_customer_inline_or_the_person_admin(admin_client, make_user):
+    from crm.models import Person
+    from crm.privacy import ERASED_LAST_NAME, person_erase
+
+    customer = f.customer(name="Acme", external_id="ACME")
+    erased = f.person(customer=customer, first_name="Ada", last_name="Lovelace", email="ada@acme.example")
+    kept = f.person(customer=customer, last_name="Berg")
+    person_erase(person=erased, erased_by=make_user("dpo", role="admin"))
+    url = reverse("admin:crm_customer_change", args=[customer.pk])
+    page = admin_client.get(url)
+    data = _posted(page)
+    rows = {data[key]: key.rsplit("-", 1)[0] for key in data if key.startswith("people-") and key.endswith("-id")}
+    data[f"{rows[erased.pk]}-last_name"] = "Lovelace"
+    data[f"{rows[erased.pk]}-email"] = "ada@acme.example"
+    data[f"{rows[kept.pk]}-last_name"] = "Dahl"
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.context and response.context["errors"]
+    erased.refresh_from_db()
+    assert (erased.last_name, erased.email) == (ERASED_LAST_NAME, "")  # the posted values were ignored
+    assert Person.objects.get(pk=kept.pk).last_name == "Dahl"  # the other rows stay editable
+
+    change = reverse("admin:crm_person_change", args=[erased.pk])
+    shown = admin_client.get(change)
+    assert shown.status_code == 200
+    assert 'name="_save"' not in shown.content.decode()  # the read-only view
+    assert admin_client.post(change, {"last_name": "Lovelace", "customer": customer.pk}).status_code == 403
+    erased.refresh_from_db()
+    assert erased.last_name == ERASED_LAST_NAME
+    assert admin_client.get(reverse("admin:crm_person_change", args=[kept.pk])).content.decode().count(
+        'name="_save"'
+    ) == 1

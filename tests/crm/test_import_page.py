@@ -191,6 +191,41 @@ def test_people_import_refers_to_customers_by_external_id(client, sales_org, dja
     assert Person.objects.get(external_id="P1").customer.external_id == "C1"
 
 
+def test_purchase_lines_keyed_by_a_mapped_column_preview_and_import_as_updates(
+    client, sales_org, django_capture_on_commit_callbacks
+):
+    from decimal import Decimal
+
+    from crm.models import Purchase
+
+    acme = f.customer(external_id="C1", owner=sales_org["north_rep1"])
+    keyless = f.purchase(customer=acme, amount=Decimal("7.00"), unit_price=Decimal("7.00"))
+    f.purchase(customer=acme, external_id="ERP-1", amount=Decimal("10.00"))
+    client.force_login(sales_org["north_manager"])
+    text = (f"id,Line,Client,Date,Total\n,ERP-1,C1,2026-01-15T10:00:00+00:00,12.00\n,ERP-2,C1,2026-01-16,5\n"
+            f"{keyless.pk},,C1,2026-01-15T10:00:00+00:00,7.00\n,ERP-2,C1,2026-01-17,5\n")
+    upload(client, text, kind="purchases")
+    job = ImportJob.objects.get()
+    detail = client.get(reverse("crm:import_detail", args=[job.pk])).content.decode()
+    assert '<option value="id" selected>' in detail
+    mapping = {"map-0": "id", "map-1": "external_id", "map-2": "customer_external_id", "map-3": "purchased_at",
+               "map-4": "amount"}
+    shown = preview(client, job, mapping).content.decode()
+    assert "line 5: external_id &#x27;ERP-2&#x27; is also on line 3; each purchase line once per file" in shown
+    fixed = SimpleUploadedFile("fixed.csv", text.rsplit("\n", 2)[0].encode() + b"\n", content_type="text/csv")
+    client.post(reverse("crm:import_replace_file", args=[job.pk]), {"file": fixed})
+    shown = preview(client, job, mapping).content.decode()
+    assert "All 3 rows are good: 1 to create, 1 to update, 1 unchanged" in shown
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("crm:import_run", args=[job.pk]))
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.SUCCEEDED
+    assert (job.created, job.updated, job.unchanged) == (1, 1, 1)
+    assert sorted(Purchase.objects.values_list("external_id", "amount"), key=str) == [
+        ("ERP-1", Decimal("12.00")), ("ERP-2", Decimal("5.00")), (None, Decimal("7.00"))
+    ]
+
+
 def test_a_large_file_is_read_in_chunks(client, sales_org, django_capture_on_commit_callbacks, settings):
     from crm import import_jobs
 

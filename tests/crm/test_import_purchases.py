@@ -133,3 +133,136 @@ def test_import_keeps_each_customers_summary_equal_to_a_full_rebuild(tmp_path):
     summary_rebuild()
     assert kept == kept_rows()
     assert len(kept[1]) == 2
+
+
+# --- lines keyed by external_id or by the CRM's id --------------------------------------------
+
+KEYED = "external_id,customer_external_id,purchased_at,amount\n"
+
+
+def test_a_stored_external_id_updates_its_line_and_an_unchanged_one_is_left_alone(tmp_path):
+    from clv.summary import summary_rebuild
+    from crm.imports import import_purchases_csv
+    from tests.clv.test_summary import kept_rows
+
+    first = import_purchases_csv(write(tmp_path, KEYED + "L1,C1,2026-01-02,10\nL2,C1,2026-01-03,20\n"))
+    assert (first.created, first.updated, first.unchanged) == (2, 0, 0)
+    line = Purchase.objects.get(external_id="L1")
+    stamp = line.updated_at
+    again = import_purchases_csv(write(tmp_path, KEYED + "L1,C1,2026-01-02,10.00\nL2,C1,2026-01-03,25\nL3,C2,2026-01-04,5\n"))
+    assert (again.rows, again.created, again.updated, again.unchanged) == (3, 1, 1, 1)
+    assert Purchase.objects.count() == 3
+    assert Purchase.objects.get(external_id="L2").amount == Decimal("25.00")
+    line.refresh_from_db()
+    assert line.updated_at == stamp  # not written at all
+    kept = kept_rows()
+    summary_rebuild()
+    assert kept == kept_rows()  # the summary follows the changed amount
+
+
+def test_a_key_can_move_its_line_to_another_customer(tmp_path):
+    from clv.summary import summary_rebuild
+    from crm.imports import import_purchases_csv
+    from tests.clv.test_summary import kept_rows
+
+    import_purchases_csv(write(tmp_path, KEYED + "L1,C1,2026-01-02,10\nL2,C1,2026-01-03,20\n"))
+    result = import_purchases_csv(write(tmp_path, KEYED + "L2,C2,2026-01-03,20\n"))
+    assert result.updated == 1
+    assert Purchase.objects.get(external_id="L2").customer.external_id == "C2"
+    kept = kept_rows()
+    summary_rebuild()
+    assert kept == kept_rows()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (KEYED + "L1,C1,2026-01-02,10\nL2,C1,2026-01-03,20\nL1,C1,2026-01-04,30\n",
+         "line 4: external_id 'L1' is also on line 2; each purchase line once per file"),
+        ("id,customer_external_id,purchased_at,amount\n7,C1,2026-01-02,10\n7,C1,2026-01-03,20\n",
+         "line 3: id 7 is also on line 2; each purchase line once per file"),
+        ("id,customer_external_id,purchased_at,amount\nseven,C1,2026-01-02,10\n",
+         "line 2: id 'seven' is not the CRM's number of a purchase line"),
+        (KEYED + f"{'x' * 101},C1,2026-01-02,10\n", "line 2: external_id is longer than 100 characters"),
+    ],
+)
+def test_a_repeated_or_bad_key_is_named_and_nothing_is_written(tmp_path, text, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("import_purchases", write(tmp_path, text), batch_size=2, verbosity=0)
+    assert Purchase.objects.count() == 0
+    assert Customer.objects.count() == 0
+
+
+def test_an_id_matches_a_stored_line_of_the_same_customer(tmp_path):
+    from crm.imports import import_purchases_csv
+
+    acme = f.customer(external_id="C1")
+    line = f.purchase(customer=acme, amount=Decimal("10.00"))
+    other = f.purchase(customer=f.customer(external_id="C2"))
+    header = "id,customer_external_id,purchased_at,amount\n"
+    result = import_purchases_csv(write(tmp_path, header + f"{line.pk},C1,2026-01-15T10:00:00+00:00,12.50\n"))
+    assert (result.created, result.updated) == (0, 1)
+    line.refresh_from_db()
+    assert (line.amount, line.unit_price, line.external_id) == (Decimal("12.50"), Decimal("12.50"), None)
+    with pytest.raises(CommandError, match=f"line 2: id {other.pk} is a purchase line of another customer"):
+        call_command("import_purchases", write(tmp_path, header + f"{other.pk},C1,2026-01-15,10\n"), verbosity=0)
+    # An id the book does not have (a file of another book, a line deleted since) adds the line.
+    added = import_purchases_csv(write(tmp_path, header + f"{other.pk + 100},C1,2026-01-16,3\n"))
+    assert added.created == 1
+    assert Purchase.objects.count() == 3
+
+
+def test_an_id_and_a_new_external_id_give_the_stored_line_its_key(tmp_path):
+    from crm.imports import import_purchases_csv
+
+    line = f.purchase(customer=f.customer(external_id="C1"))
+    header = "id,external_id,customer_external_id,purchased_at,amount\n"
+    result = import_purchases_csv(write(tmp_path, header + f"{line.pk},ERP-1,C1,2026-01-15T10:00:00+00:00,10\n"))
+    assert result.updated == 1
+    line.refresh_from_db()
+    assert line.external_id == "ERP-1"
+    with pytest.raises(CommandError, match=f"line 2: id {line.pk} is the line with external_id 'ERP-1', not 'ERP-2'"):
+        call_command("import_purchases", write(tmp_path, header + f"{line.pk},ERP-2,C1,2026-01-15,10\n"), verbosity=0)
+    later = f.purchase(customer=line.customer, external_id="ERP-3")
+    with pytest.raises(CommandError, match=f"line 2: external_id 'ERP-3' is the line with id {later.pk}, not id {line.pk}"):
+        call_command("import_purchases", write(tmp_path, header + f"{line.pk},ERP-3,C1,2026-01-15,10\n"), verbosity=0)
+    twice = header + f"{line.pk},,C1,2026-01-15,10\n,ERP-1,C1,2026-01-15,10\n"
+    with pytest.raises(CommandError, match=f"line 3: the same purchase line \\(id {line.pk}\\) as line 2"):
+        call_command("import_purchases", write(tmp_path, twice), verbosity=0)
+    assert Purchase.objects.count() == 2
+
+
+def test_lines_the_import_adds_are_not_matched_by_a_later_id_of_the_same_file(tmp_path):
+    from crm.imports import import_purchases_csv
+
+    stored = f.purchase(customer=f.customer(external_id="C1"))
+    header = "id,customer_external_id,purchased_at,amount\n"
+    # From another book: the first line is new here and gets the next id, which the second line names.
+    text = header + f"{stored.pk + 50},C1,2026-01-02,10\n{stored.pk + 1},C1,2026-01-03,20\n"
+    result = import_purchases_csv(write(tmp_path, text), batch_size=1)
+    assert result.created == 2
+    assert Purchase.objects.count() == 3
+
+
+def test_keys_are_found_only_among_the_lines_the_importer_may_see(tmp_path, sales_org):
+    from crm.imports import ImportError_, import_purchases_csv
+
+    theirs = f.customer(external_id="C9", owner=sales_org["south_rep1"])
+    f.purchase(customer=theirs, external_id="L9")
+    path = write(tmp_path, KEYED + "L9,C1,2026-01-02,10\n")
+    with pytest.raises(ImportError_, match="line 2: external_id 'L9' is a purchase line of a customer you cannot see"):
+        import_purchases_csv(path, user=sales_org["north_manager"])
+    assert import_purchases_csv(path, user=sales_org["admin"]).updated == 1
+
+
+def test_a_line_found_by_its_key_and_by_its_id_on_two_rows_is_named(tmp_path):
+    line = f.purchase(customer=f.customer(external_id="C1"), external_id="ERP-1")
+    header = "id,external_id,customer_external_id,purchased_at,amount\n"
+    for text, message in (
+        (f",ERP-1,C1,2026-01-15,10\n{line.pk},,C1,2026-01-15,10\n", f"line 3: the same purchase line \\(id {line.pk}\\) as line 2"),
+        (f"{line.pk},,C1,2026-01-15,10\n,ERP-1,C1,2026-01-15,10\n", f"line 3: the same purchase line \\(id {line.pk}\\) as line 2"),
+    ):
+        for batch_size in (1, 10):
+            with pytest.raises(CommandError, match=message):
+                call_command("import_purchases", write(tmp_path, header + text), batch_size=batch_size, verbosity=0)
+    assert Purchase.objects.count() == 1

@@ -12,7 +12,8 @@ from crm.imports import DEFAULT_BATCH_SIZE, ImportError_, import_purchases_csv
 class Command(BaseCommand):
     help = (
         "Import purchases from a CSV file with header columns customer_external_id,purchased_at,amount and "
-        "optionally product_sku,quantity,unit_cost,order_ref. Unknown customers are created. The first bad "
+        "optionally product_sku,quantity,unit_cost,order_ref and the keys external_id and id (the CRM's own, as "
+        "exported): a line whose key is stored updates that line. Unknown customers are created. The first bad "
         "line stops the import with a message naming it, and nothing of the file is written."
     )
 
@@ -41,4 +42,8 @@ class Command(BaseCommand):
             raise CommandError(f"{opts['file']}: cannot read the file ({exc}); nothing was imported.") from None
         finally:
             bar.close()
-        self.stdout.write(f"Imported {result.rows:,} purchase lines; created {result.customers_created:,} customers.")
+        counts = "" if result.created == result.rows else (
+            f" ({result.created:,} added, {result.updated:,} updated, {result.unchanged:,} unchanged)"
+        )
+        self.stdout.write(f"Imported {result.rows:,} purchase lines{counts}; "
+                          f"created {result.customers_created:,} customers.")
