@@ -108,7 +108,7 @@ def import_purchases_csv(
     result = ImportResult()
     # One pass over the CLV summary of every customer the file touched, at the end, inside the transaction.
     with transaction.atomic(), summary_deferred():
-        customers = _CustomerCache()
+        customers = _CustomerCache(user)
         products = dict(Product.objects.values_list("sku", "pk"))
         parse = _RowParser(index, customers, products, date_format, timezone.now())
         keyed = (_KeyedWriter(customers, user, parse.keys, parse.ids, parse.id_at is not None)
@@ -316,26 +316,43 @@ def _line_fields(values: tuple) -> dict:
 
 
 class _CustomerCache:
-    """external_id -> customer pk, creating unseen customers in bulk before each batch is written."""
+    """external_id -> customer pk, creating unseen customers in bulk before each batch is written.
 
-    def __init__(self):
+    With a user who does not see everything (the import page), a stored customer they may not see
+    is refused, naming the first line that refers to it (adding lines to an account one cannot
+    open would change its figures behind its owner's back), and the customers the file creates
+    are theirs, so they can see what they imported.
+    """
+
+    def __init__(self, user=None):
         self.known: dict[str, int] = {}
-        self.pending: set[str] = set()
+        self.pending: dict[str, int] = {}  # external_id -> the first line naming it
         self.created = 0
+        self.restricted = user if user is not None and not user.sees_everything else None
+        self.owner_id = self.restricted.pk if self.restricted is not None else None  # an admin's stay unassigned
 
     def flush(self) -> None:
         if not self.pending:
             return
         wanted = list(self.pending)
         found = dict(Customer.objects.filter(external_id__in=wanted).values_list("external_id", "pk"))
+        if self.restricted is not None and found:
+            seen = set(Customer.objects.visible_to(self.restricted).filter(pk__in=list(found.values()))
+                       .values_list("pk", flat=True))
+            hidden = [e for e, pk in found.items() if pk not in seen]
+            if hidden:
+                first = min(hidden, key=self.pending.__getitem__)
+                raise ImportError_(self.pending[first], f"customer_external_id {first!r} is a customer you cannot see; "
+                                   "ask its owner or an admin to import its lines")
         new = sorted(set(wanted) - set(found))
         if new:
             now = timezone.now()
             bulk_insert(
                 Customer,
                 ["external_id", "name", "kind", "relationship_type", "lifecycle_stage", "industry", "city", "country",
-                 "email", "phone", "website", "notes", "created_at", "updated_at"],
-                ((e, e, "company", "transactional", "acquired", "", "", "", "", "", "", "", now, now) for e in new),
+                 "email", "phone", "website", "notes", "owner_id", "created_at", "updated_at"],
+                ((e, e, "company", "transactional", "acquired", "", "", "", "", "", "", "", self.owner_id, now, now)
+                 for e in new),
             )
             found.update(Customer.objects.filter(external_id__in=new).values_list("external_id", "pk"))
             self.created += len(new)
@@ -418,7 +435,7 @@ class _RowParser:
             except ValidationError as exc:
                 raise ImportError_(line, " ".join(exc.messages)) from None
         if external_id not in self.customers.known:
-            self.customers.pending.add(external_id)
+            self.customers.pending.setdefault(external_id, line)
         if not self.keyed:
             return (external_id, product_id, quantity, unit_price, amount.quantize(MONEY), unit_cost, purchased_at,
                     order_ref, None, self.now, self.now)

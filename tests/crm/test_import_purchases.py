@@ -266,3 +266,31 @@ def test_a_line_found_by_its_key_and_by_its_id_on_two_rows_is_named(tmp_path):
             with pytest.raises(CommandError, match=message):
                 call_command("import_purchases", write(tmp_path, header + text), batch_size=batch_size, verbosity=0)
     assert Purchase.objects.count() == 1
+
+
+def test_a_manager_adds_lines_only_to_customers_they_can_see_and_owns_the_ones_the_file_creates(sales_org):
+    from io import StringIO
+
+    from crm.imports import ImportError_, import_purchases_csv
+
+    manager = sales_org["north_manager"]
+    f.customer(external_id="MINE", name="North account", owner=sales_org["north_rep1"])
+    f.customer(external_id="THEIRS", name="South account", owner=sales_org["south_rep1"])
+    header = "customer_external_id,purchased_at,amount\n"
+    with pytest.raises(ImportError_) as refused:
+        import_purchases_csv(StringIO(header + "MINE,2026-01-05,10\nNEW,2026-01-05,5\nTHEIRS,2026-01-06,20\n"),
+                             user=manager)
+    assert refused.value.line == 4
+    assert "cannot see" in refused.value.problem
+    assert not Purchase.objects.exists()
+    assert not Customer.objects.filter(external_id="NEW").exists()
+
+    result = import_purchases_csv(StringIO(header + "MINE,2026-01-05,10\nNEW,2026-01-05,5\n"), user=manager)
+    assert (result.rows, result.customers_created) == (2, 1)
+    assert Customer.objects.get(external_id="NEW").owner == manager
+    assert Customer.objects.visible_to(manager).filter(external_id="NEW").exists()
+
+    # an admin sees every account: lines go to any of them, and the new ones stay unassigned as before
+    import_purchases_csv(StringIO(header + "THEIRS,2026-01-06,20\nNEWER,2026-01-07,1\n"), user=sales_org["admin"])
+    assert Purchase.objects.filter(customer__external_id="THEIRS").count() == 1
+    assert Customer.objects.get(external_id="NEWER").owner is None
