@@ -29,6 +29,7 @@ class RegenerationResult:
     updated: int = 0
     reopened: int = 0
     expired: int = 0
+    unchanged: int = 0  # open suggestions the run confirmed as they were: not written at all
     kept: int = 0  # suggestions whose accepted/dismissed/won/lost status was left alone
     returned: int = 0  # dismissed longer ago than CRM_SUPPRESS_DAYS, suggested again: open once more
     suppressed: int = 0  # (customer, product) pairs held back by a recent "already has it"/"not relevant"
@@ -640,7 +641,6 @@ def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
             result.returned += 1
         else:
             result.kept += 1
-    result.updated = len(to_update) - result.reopened - result.returned
     result.expired = len(to_expire)
     new = [(k, s) for k, s in suggestions.items() if k not in seen]
     result.created = len(new)
@@ -650,7 +650,12 @@ def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
             status=Opportunity.Status.EXPIRED, status_changed_at=now, status_changed_by=None, updated_at=now
         )
     OpportunityOutcome.objects.bulk_create(archive, batch_size=BATCH)
-    _bulk_update(to_update, now)
+    written = _bulk_update(to_update, now)
+    result.updated = written - result.reopened - result.returned
+    result.unchanged = len(to_update) - written
+    if connection.vendor == "postgresql":
+        _copy_new(new, now)
+        return
     objs = (
         Opportunity(
             customer_id=k[0], product_id=k[1], kind=k[2], from_product_id=s[0], score=max(s[1], 0.0),
@@ -677,13 +682,40 @@ def _money(x: float) -> Decimal:
     return Decimal(str(round(max(float(x), 0.0), 2)))
 
 
-def _bulk_update(rows: list[tuple], now) -> None:
+# The columns a new suggestion is written with (COPY on PostgreSQL); the others keep their defaults.
+NEW_COLUMNS = (
+    "created_at", "updated_at", "customer_id", "product_id", "kind", "from_product_id", "score", "expected_value",
+    "evidence", "evidence_data", "rule", "status", "generated_at", "dismiss_reason", "dismiss_note",
+)
+
+
+def _copy_new(new: list[tuple], now) -> None:
+    """Insert the new suggestions with one COPY (PostgreSQL): the feed's trigger places each row and
+    the history's statement trigger records each creation, as for any other insert."""
+    import json  # noqa: PLC0415
+
+    from crm.bulk import bulk_insert  # noqa: PLC0415
+
+    rows = (
+        (now, now, k[0], k[1], k[2], s[0], max(s[1], 0.0), _money(s[2]), s[3], json.dumps(s[4]), s[5],
+         Opportunity.Status.OPEN, now, "", "")
+        for k, s in new
+    )
+    bulk_insert(Opportunity, NEW_COLUMNS, rows)
+
+
+def _bulk_update(rows: list[tuple], now) -> int:
     """Refresh (pk, status, from_product, score, ev, evidence, data, rule) rows to open; PostgreSQL gets UPDATE ... FROM VALUES.
 
-    A row that changes status (expired or dismissed, now open) loses its dismissal reason and who changed it.
+    Only rows where something a reader sees changes are written (status, from-product, score,
+    expected value, evidence, its numbers, rule, dismissal): a refresh that confirms a suggestion
+    as it was leaves the row, its place in the change feed and its updated_at alone, and so does
+    not send it to sync clients again. generated_at is when the engine last produced or changed
+    it. A row that changes status (expired or dismissed, now open) loses its dismissal reason
+    and who changed it. Returns the number of rows written.
     """
     if not rows:
-        return
+        return 0
     if connection.vendor == "postgresql":
         import json
 
@@ -696,8 +728,12 @@ def _bulk_update(rows: list[tuple], now) -> None:
             "status_changed_at = CASE WHEN o.status <> v.status THEN %s ELSE o.status_changed_at END, "
             "status_changed_by_id = CASE WHEN o.status <> v.status THEN NULL ELSE o.status_changed_by_id END, "
             "dismiss_reason = '', dismiss_note = '' "
-            "FROM (VALUES %%s) AS v(id, status, from_product_id, score, ev, evidence, data, rule) WHERE o.id = v.id"
+            "FROM (VALUES %%s) AS v(id, status, from_product_id, score, ev, evidence, data, rule) WHERE o.id = v.id "
+            "AND (o.status <> v.status OR o.from_product_id IS DISTINCT FROM v.from_product_id::bigint "
+            "OR o.score <> v.score OR o.expected_value <> v.ev::numeric OR o.evidence <> v.evidence "
+            "OR o.evidence_data <> v.data::jsonb OR o.rule <> v.rule OR o.dismiss_reason <> '' OR o.dismiss_note <> '')"
         )
+        written = 0
         with connection.cursor() as cur:
             raw = cur.cursor if hasattr(cur, "cursor") else cur
             sql = raw.mogrify(sql, (now, now, now)).decode()
@@ -707,7 +743,21 @@ def _bulk_update(rows: list[tuple], now) -> None:
                     for pk, st, fp, sc, ev, txt, data, rule in rows[i : i + BATCH]
                 ]
                 execute_values(raw, sql, chunk, page_size=BATCH)
-        return
+                written += raw.rowcount
+        return written
+    current = {
+        pk: (st, fp, sc, ev, txt, data, rule, reason, note)
+        for pk, st, fp, sc, ev, txt, data, rule, reason, note in Opportunity.objects.filter(
+            pk__in=[r[0] for r in rows]
+        ).values_list(
+            "pk", "status", "from_product_id", "score", "expected_value", "evidence", "evidence_data", "rule",
+            "dismiss_reason", "dismiss_note",
+        ).iterator(chunk_size=20_000)
+    }
+    rows = [
+        r for r in rows
+        if current.get(r[0]) != (r[1], r[2], max(r[3], 0.0), _money(r[4]), r[5], r[6], r[7], "", "")
+    ]
     objs = []
     for pk, st, fp, sc, ev, txt, data, rule in rows:
         objs.append(
@@ -723,6 +773,7 @@ def _bulk_update(rows: list[tuple], now) -> None:
          "updated_at", "status_changed_by", "dismiss_reason", "dismiss_note"],
         batch_size=1000,
     )
+    return len(rows)
 
 
 def opportunities_link_won_purchases(*, purchases: list[Purchase]) -> int:
