@@ -613,13 +613,16 @@ def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
     returns_before = now - timedelta(days=settings.CRM_SUPPRESS_DAYS)
     existing = Opportunity.objects.values_list(
         "pk", "customer_id", "product_id", "kind", "status", "rule", "dismiss_reason", "status_changed_at",
-        "status_changed_by_id",
+        "status_changed_by_id", "from_product_id", "score", "expected_value", "evidence", "evidence_data",
+        "dismiss_note",
     )
     to_update: list[tuple] = []
     to_expire: list[int] = []
     archive: list[OpportunityOutcome] = []
     seen: set = set()
-    for pk, cid, pid, kind, status, rule, reason, changed_at, changed_by in existing.iterator(chunk_size=20_000):
+    unchanged = 0
+    for (pk, cid, pid, kind, status, rule, reason, changed_at, changed_by, from_product, score, ev, evidence, data,
+         note) in existing.iterator(chunk_size=20_000):
         key = (cid, pid, kind)
         s = suggestions.get(key)
         if s is None:
@@ -628,6 +631,12 @@ def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
             continue
         seen.add(key)
         if status == Opportunity.Status.OPEN:
+            # Confirmed as it is (what it says and its numbers as stored): not written at all.
+            if (from_product, score, ev, evidence, data, rule, reason, note) == (
+                s[0], max(s[1], 0.0), _money(s[2]), s[3], s[4], s[5], "", ""
+            ):
+                unchanged += 1
+                continue
             to_update.append((pk, Opportunity.Status.OPEN, *s))
         elif status == Opportunity.Status.EXPIRED:
             to_update.append((pk, Opportunity.Status.OPEN, *s))
@@ -652,7 +661,7 @@ def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
     OpportunityOutcome.objects.bulk_create(archive, batch_size=BATCH)
     written = _bulk_update(to_update, now)
     result.updated = written - result.reopened - result.returned
-    result.unchanged = len(to_update) - written
+    result.unchanged = unchanged + len(to_update) - written
     if connection.vendor == "postgresql":
         _copy_new(new, now)
         return
@@ -707,12 +716,13 @@ def _copy_new(new: list[tuple], now) -> None:
 def _bulk_update(rows: list[tuple], now) -> int:
     """Refresh (pk, status, from_product, score, ev, evidence, data, rule) rows to open; PostgreSQL gets UPDATE ... FROM VALUES.
 
-    Only rows where something a reader sees changes are written (status, from-product, score,
-    expected value, evidence, its numbers, rule, dismissal): a refresh that confirms a suggestion
-    as it was leaves the row, its place in the change feed and its updated_at alone, and so does
-    not send it to sync clients again. generated_at is when the engine last produced or changed
-    it. A row that changes status (expired or dismissed, now open) loses its dismissal reason
-    and who changed it. Returns the number of rows written.
+    _merge passes only rows where something a reader sees changes (status, from-product, score,
+    expected value, evidence, its numbers, rule, dismissal), and on PostgreSQL the UPDATE checks
+    it again against the row as it is now: a refresh that confirms a suggestion as it was leaves
+    the row, its place in the change feed and its updated_at alone, and so does not send it to
+    sync clients again. generated_at is when the engine last produced or changed it. A row that
+    changes status (expired or dismissed, now open) loses its dismissal reason and who changed
+    it. Returns the number of rows written.
     """
     if not rows:
         return 0
@@ -745,19 +755,6 @@ def _bulk_update(rows: list[tuple], now) -> int:
                 execute_values(raw, sql, chunk, page_size=BATCH)
                 written += raw.rowcount
         return written
-    current = {
-        pk: (st, fp, sc, ev, txt, data, rule, reason, note)
-        for pk, st, fp, sc, ev, txt, data, rule, reason, note in Opportunity.objects.filter(
-            pk__in=[r[0] for r in rows]
-        ).values_list(
-            "pk", "status", "from_product_id", "score", "expected_value", "evidence", "evidence_data", "rule",
-            "dismiss_reason", "dismiss_note",
-        ).iterator(chunk_size=20_000)
-    }
-    rows = [
-        r for r in rows
-        if current.get(r[0]) != (r[1], r[2], max(r[3], 0.0), _money(r[4]), r[5], r[6], r[7], "", "")
-    ]
     objs = []
     for pk, st, fp, sc, ev, txt, data, rule in rows:
         objs.append(
