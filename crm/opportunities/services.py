@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -611,18 +612,13 @@ def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
     from crm.models import OpportunityOutcome  # noqa: PLC0415
 
     returns_before = now - timedelta(days=settings.CRM_SUPPRESS_DAYS)
-    existing = Opportunity.objects.values_list(
-        "pk", "customer_id", "product_id", "kind", "status", "rule", "dismiss_reason", "status_changed_at",
-        "status_changed_by_id", "from_product_id", "score", "expected_value", "evidence", "evidence_data",
-        "dismiss_note",
-    )
     to_update: list[tuple] = []
     to_expire: list[int] = []
     archive: list[OpportunityOutcome] = []
     seen: set = set()
     unchanged = 0
     for (pk, cid, pid, kind, status, rule, reason, changed_at, changed_by, from_product, score, ev, evidence, data,
-         note) in existing.iterator(chunk_size=20_000):
+         note) in _existing_rows():
         key = (cid, pid, kind)
         s = suggestions.get(key)
         if s is None:
@@ -632,9 +628,10 @@ def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
         seen.add(key)
         if status == Opportunity.Status.OPEN:
             # Confirmed as it is (what it says and its numbers as stored): not written at all.
-            if (from_product, score, ev, evidence, data, rule, reason, note) == (
-                s[0], max(s[1], 0.0), _money(s[2]), s[3], s[4], s[5], "", ""
-            ):
+            # The evidence numbers are parsed only when everything else is the same.
+            if (from_product, score, ev, evidence, rule, reason, note) == (
+                s[0], max(s[1], 0.0), _money(s[2]), s[3], s[5], "", ""
+            ) and (json.loads(data) if isinstance(data, str) else data) == s[4]:
                 unchanged += 1
                 continue
             to_update.append((pk, Opportunity.Status.OPEN, *s))
@@ -683,6 +680,26 @@ def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
         Opportunity.objects.bulk_create(batch)
 
 
+EXISTING_FIELDS = (
+    "pk", "customer_id", "product_id", "kind", "status", "rule", "dismiss_reason", "status_changed_at",
+    "status_changed_by_id", "from_product_id", "score", "expected_value", "evidence", "evidence_data", "dismiss_note",
+)
+
+
+def _existing_rows():
+    """Every stored opportunity as a tuple of EXISTING_FIELDS. PostgreSQL: read with the query's own
+    cursor (no per-value ORM conversion; evidence_data stays JSON text until _merge needs it)."""
+    qs = Opportunity.objects.order_by().values_list(*EXISTING_FIELDS)
+    if connection.vendor != "postgresql":
+        yield from qs.iterator(chunk_size=20_000)
+        return
+    sql, params = qs.query.sql_with_params()
+    with connection.chunked_cursor() as cur:  # server-side: 20,000 rows at a time in memory
+        cur.execute(sql, params)
+        while rows := cur.fetchmany(20_000):
+            yield from rows
+
+
 def _cap(x: float) -> float | None:
     return None if not np.isfinite(x) else round(float(x), 2)
 
@@ -701,8 +718,6 @@ NEW_COLUMNS = (
 def _copy_new(new: list[tuple], now) -> None:
     """Insert the new suggestions with one COPY (PostgreSQL): the feed's trigger places each row and
     the history's statement trigger records each creation, as for any other insert."""
-    import json  # noqa: PLC0415
-
     from crm.bulk import bulk_insert  # noqa: PLC0415
 
     rows = (
@@ -727,8 +742,6 @@ def _bulk_update(rows: list[tuple], now) -> int:
     if not rows:
         return 0
     if connection.vendor == "postgresql":
-        import json
-
         from psycopg2.extras import execute_values
 
         sql = (
