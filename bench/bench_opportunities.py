@@ -5,9 +5,9 @@ Usage: DATABASE_URL=postgres://... python bench/bench_opportunities.py [--custom
 Loads synthetic customers/products/holdings/usage/purchase lines once (rows tagged external_id
 'BENCH-...', generated in set-based SQL with generate_series) and times a first regeneration (all
 inserts when the table is empty: --fresh empties it, with the opportunities' history, first), a
-second (the same data again: every suggestion confirmed as it is) and a third after every stored
-open suggestion's score was changed behind the engine's back and the table vacuumed (so all of
-them are rewritten, into a table as a night's autovacuum leaves it).
+second (the same data again: every suggestion confirmed as it is) and a third after every bench
+product's unit cost went up by 1 (every margin, so every suggestion's value and score, changes:
+all are rewritten; the cost is put back afterwards).
 Migrate the database first.
 """
 
@@ -151,12 +151,12 @@ def main() -> None:
         with connection.cursor() as cur:
             cur.execute("TRUNCATE crm_opportunityoutcome, crm_opportunityhistory, crm_opportunity")
             cur.execute("VACUUM ANALYZE crm_opportunity")
-    runs = ("first run (inserts on an empty table)", "second run (nothing changed)", "third run (every row changed)")
+    runs = ("first run (inserts on an empty table)", "second run (nothing changed)",
+            "third run (every product's cost 1 up: every suggestion's value changes)")
     for label in runs:
         if label == runs[2]:
-            with connection.cursor() as cur:  # untimed: what the engine will compute differs from every open row
-                cur.execute("UPDATE crm_opportunity SET score = score + 1 WHERE status = 'open'")
-                cur.execute("VACUUM ANALYZE crm_opportunity")  # as the night's autovacuum leaves it
+            with connection.cursor() as cur:  # untimed; undone below
+                cur.execute("UPDATE crm_product SET unit_cost = unit_cost + 1 WHERE external_id LIKE 'BENCH-P%%'", [])
         t = time.perf_counter()
         r = opportunities_regenerate(as_of=date(2026, 6, 30))
         total = time.perf_counter() - t
@@ -164,6 +164,8 @@ def main() -> None:
               f"expired={r.expired} "
               f"cross_sell={r.cross_sell} (from purchases {r.purchase_cross_sell}) up_sell={r.up_sell}")
         print("  timings:", {k: round(v, 2) for k, v in r.timings.items()})
+    with connection.cursor() as cur:
+        cur.execute("UPDATE crm_product SET unit_cost = unit_cost - 1 WHERE external_id LIKE 'BENCH-P%%'", [])
 
 
 if __name__ == "__main__":
