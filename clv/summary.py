@@ -47,21 +47,33 @@ _pending: ContextVar[set[int] | None] = ContextVar("clv_summary_pending", defaul
 # Keeping it current
 
 
-def summary_apply(*, customer_ids: Iterable[int]) -> int:
-    """Recompute the kept summary of these customers from their purchase lines; returns how many.
+def summary_apply(*, customer_ids: Iterable[int] = (), added: Iterable[tuple[int, int]] = ()) -> int:
+    """Bring the kept summary of these customers up to date with their purchase lines; returns how many.
 
+    customer_ids: customers whose lines changed in any way; their rows are recomputed from all
+    their lines. added: (customer_id, purchase_id) of lines just inserted, for customers whose
+    lines were only added to (the bulk upsert's new lines): on PostgreSQL those lines are added
+    to their days, and only the one-row summary is recomputed from the days, which is the same
+    result for a fraction of the reads. A customer in both is recomputed.
     Inside summary_deferred() the customers are only noted, and recomputed when the block ends.
     """
     ids = {int(c) for c in customer_ids if c is not None}
+    added_lines: dict[int, list[int]] = {}
+    for customer_id, purchase_id in added:
+        if customer_id is not None and int(customer_id) not in ids:
+            added_lines.setdefault(int(customer_id), []).append(int(purchase_id))
     pending = _pending.get()
     if pending is not None:
-        pending |= ids
+        pending |= ids | set(added_lines)
         return 0
-    if not ids:
+    if connection.vendor != "postgresql":
+        ids |= set(added_lines)
+        added_lines = {}
+    if not ids and not added_lines:
         return 0
     with transaction.atomic():
-        _recompute(sorted(ids))
-    return len(ids)
+        _recompute(sorted(ids), added_lines)
+    return len(ids) + len(added_lines)
 
 
 def summary_apply_product(*, product_id: int) -> int:
@@ -117,16 +129,26 @@ def summary_rebuild() -> dict:
             "days_seconds": round(days_seconds, 3), "seconds": round(time.perf_counter() - started, 3)}
 
 
-def _recompute(ids: list[int]) -> None:
+def _recompute(ids: list[int], added: dict[int, list[int]] | None = None) -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            _lock(cursor, ids)
-            array = "{" + ",".join(map(str, ids)) + "}"
-            _recompute_where(cursor, "customer_id = ANY(%s::bigint[])", [array])
+            _lock(cursor, sorted({*ids, *(added or ())}))  # one lock, in id order, for both kinds
+            if ids:
+                _recompute_where(cursor, "customer_id = ANY(%s::bigint[])", [_pg_array(ids)])
+            if added:
+                lines = [p for purchase_ids in added.values() for p in purchase_ids]
+                cursor.execute(_days_add_sql(), [_pg_array(lines)])
+                customers = [_pg_array(sorted(added))]
+                cursor.execute("DELETE FROM clv_purchasesummary WHERE customer_id = ANY(%s::bigint[])", customers)
+                cursor.execute(_summary_insert_sql("WHERE d.customer_id = ANY(%s::bigint[])"), customers)
         else:
             for start in range(0, len(ids), SQLITE_CHUNK):
                 chunk = ids[start:start + SQLITE_CHUNK]
                 _recompute_where(cursor, f"customer_id IN ({', '.join(['%s'] * len(chunk))})", chunk)
+
+
+def _pg_array(ids: Iterable[int]) -> str:
+    return "{" + ",".join(map(str, ids)) + "}"
 
 
 def _lock(cursor, ids: list[int]) -> None:
@@ -175,6 +197,19 @@ def _days_insert_sql(where: str) -> str:
         FROM crm_purchase p LEFT JOIN crm_product pr ON pr.id = p.product_id
         {where}
         GROUP BY 1, 2
+    """
+
+
+def _days_add_sql() -> str:
+    """Add the purchase lines with these ids to their customers' days (new days are created)."""
+    select = _days_insert_sql("WHERE p.id = ANY(%s::bigint[])").split("INSERT INTO clv_purchaseday", 1)[1]
+    return f"""
+        INSERT INTO clv_purchaseday {select}
+        ON CONFLICT (customer_id, day) DO UPDATE SET
+            lines = clv_purchaseday.lines + EXCLUDED.lines,
+            amount = clv_purchaseday.amount + EXCLUDED.amount,
+            cost = clv_purchaseday.cost + EXCLUDED.cost,
+            uncosted_price = clv_purchaseday.uncosted_price + EXCLUDED.uncosted_price
     """
 
 

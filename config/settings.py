@@ -328,9 +328,13 @@ OPPORTUNITY_MIN_LIFT = env.float("OPPORTUNITY_MIN_LIFT", default=1.0)  # rules m
 OPPORTUNITY_TOP_K = env.int("OPPORTUNITY_TOP_K", default=3)  # cross-sell suggestions per customer
 # Cross-sell from purchase lines (united with holdings): see docs/recommendations.md.
 OPPORTUNITY_PURCHASE_LOOKBACK_DAYS = env.int("OPPORTUNITY_PURCHASE_LOOKBACK_DAYS", default=730)
-OPPORTUNITY_PURCHASE_MODEL = env.str("OPPORTUNITY_PURCHASE_MODEL", default="item_item")  # chosen offline
+OPPORTUNITY_PURCHASE_MODEL = env.str("OPPORTUNITY_PURCHASE_MODEL", default="adoption")  # chosen offline
 OPPORTUNITY_ITEM_ALPHA = env.float("OPPORTUNITY_ITEM_ALPHA", default=0.5)  # 0.5 = cosine, 1 = confidence
 OPPORTUNITY_ITEM_SHRINKAGE = env.float("OPPORTUNITY_ITEM_SHRINKAGE", default=10.0)  # pseudo-customers
+# adoption model: learns what customers first buy within this many days; its EASE regularisation is this
+# many times the mean number of customers per item
+OPPORTUNITY_ADOPTION_WINDOW_DAYS = env.int("OPPORTUNITY_ADOPTION_WINDOW_DAYS", default=30)
+OPPORTUNITY_ADOPTION_EASE_STRENGTH = env.float("OPPORTUNITY_ADOPTION_EASE_STRENGTH", default=1.5)
 OPPORTUNITY_PURCHASE_LEVEL = env.str("OPPORTUNITY_PURCHASE_LEVEL", default="auto")  # auto|product|family|category
 OPPORTUNITY_PRODUCT_LEVEL_MAX = env.int("OPPORTUNITY_PRODUCT_LEVEL_MAX", default=2000)  # auto: products above -> groups
 # Next best action (crm/selectors/next_actions.py). A timely call saves a customer (or a renewal)

@@ -547,6 +547,8 @@ class Event(SyncedModel):
             change_position_index(),
             models.Index(fields=["customer", "occurred_at"], name="event_customer_date_idx"),
             models.Index(fields=["kind", "occurred_at"], name="event_kind_date_idx"),
+            # the latest events of a salesperson's accounts (My day): walked newest first
+            models.Index(fields=["-occurred_at", "-id"], name="event_recent_idx"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -643,6 +645,12 @@ class Opportunity(SyncedModel):
                 fields=["status_changed_by"], name="opp_status_changed_by_idx", condition=Q(status_changed_by__isnull=False)
             ),
             models.Index(fields=["won_purchase"], name="opp_won_purchase_idx", condition=Q(won_purchase__isnull=False)),
+            # A salesperson's best open offers (My day, the next best actions): walked in this order
+            # until enough of their accounts' rows are found, instead of sorting every open offer.
+            models.Index(
+                fields=["-expected_value", "-score", "id"], name="opp_open_value_idx",
+                condition=Q(status__in=["open", "accepted"]),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["customer", "product", "kind"], name="opportunity_one_per_suggestion"),

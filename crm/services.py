@@ -265,8 +265,11 @@ def records_upsert(
             if result != "unchanged":
                 _task_to_contact(row)
     if model is Purchase:
-        written = [row for result, row in results if result != "unchanged"]
-        summary_apply(customer_ids={row.customer_id for row in written} | customers_before)
+        # New lines are added to their customers' kept days; a customer with a changed line is recomputed.
+        changed = {row.customer_id for result, row in results if result == "updated"} | customers_before
+        summary_apply(
+            customer_ids=changed, added=[(row.customer_id, row.pk) for result, row in results if result == "created"]
+        )
         _purchases_written(created=[row for result, row in results if result == "created"])
     elif model is Product and "unit_cost" in update_fields:
         for row in to_update:

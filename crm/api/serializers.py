@@ -130,6 +130,15 @@ class ApiModelSerializer(serializers.ModelSerializer):
                 raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
 
+    @property
+    def _writable_fields(self):
+        # DRF walks every field for every record; a bulk request validates up to 1,000 records with
+        # one serializer, whose fields are built once (`fields` is cached), so the walk is too.
+        writable = self.__dict__.get("_writable_cache")
+        if writable is None:
+            writable = self.__dict__["_writable_cache"] = tuple(f for f in self.fields.values() if not f.read_only)
+        return writable
+
     def build_standard_field(self, field_name, model_field):
         field_class, field_kwargs = super().build_standard_field(field_name, model_field)
         if isinstance(model_field, models.TextField) and "choices" not in field_kwargs:

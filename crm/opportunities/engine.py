@@ -314,10 +314,13 @@ def up_sell(
 #                 popularity (n(B) no longer divides); the shrinkage damps pairs seen a few times only.
 #   ease          a linear item-item model fitted in closed form (Steck 2019): B = I - P diag(1/diag(P)),
 #                 P = (X'X + shrinkage I)^-1, zero diagonal; score = sum over owned A of B[A, B].
-#   adoption      learnt on the window just before the date: of customers who owned A and not B at its
-#                 start, the share who first bought B within it, shrunk toward B's base adoption rate
-#                 with `shrinkage` pseudo-customers; mean over owned A. It ranks what customers like this
-#                 one go on to buy next, not what they already have in common.
+#   adoption      learnt on the history itself to rank what a customer will first buy next: at pseudo-split
+#                 dates before the date (date - h, date - 2h; h = the window), a logistic regression fitted on
+#                 (customer, item not owned) pairs, label "first bought within the next h days", on three
+#                 features: log popularity, the EASE score and the item's recent adoption rate among customers
+#                 who did not have it (first buyers in the h days before / non-owners). The fitted weights are
+#                 applied at the date; relevance is the predicted probability. Needs purchase days; falls back
+#                 to item_item when the history is too short or has no adoptions to learn from.
 # ---------------------------------------------------------------------------------------------
 
 MODELS = ("popularity", "cooccurrence", "lift", "association", "item_item", "ease", "adoption")
@@ -336,6 +339,9 @@ class Recommender:
     co: np.ndarray
     holders: np.ndarray
     n_customers: int
+    bias: np.ndarray | None = None  # per-item term added to every customer's score (adoption)
+    logistic: bool = False  # scores are log-odds: relevance = the predicted probability
+    adoption: Adoption | None = None  # what the adoption model learnt, for its evidence
 
     def evidence(self, a: int, b: int) -> tuple[float, float, int, int]:
         """(confidence, lift, n(A), n(A and B)) of the rule A -> B, for the plain-words reason."""
@@ -362,13 +368,16 @@ def fit_recommender(
     min_support: float = 0.0,
     min_count: int = 2,
     min_lift: float = 1.0,
-    before: sp.csr_matrix | None = None,
-    adopted: sp.csr_matrix | None = None,
+    history: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    as_of: int | None = None,
+    window: int = 30,
+    ease_strength: float = 1.5,
 ) -> Recommender:
     """Fit one of MODELS on a 0/1 customers x items matrix.
 
-    "adoption" also needs `before` (what customers owned at the start of the learning window) and
-    `adopted` (what they first bought within it, not owned at its start).
+    "adoption" also needs `history`, the (customer, item, first day) purchase arrays behind `owned`
+    (days as integers, e.g. days since 1970-01-01), `as_of` (the day the suggestions are for) and
+    `window` (days ahead); see fit_adoption.
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
@@ -397,19 +406,213 @@ def fit_recommender(
         weights = (-inv / np.diag(inv)[None, :]).astype(np.float32)
         np.fill_diagonal(weights, 0.0)
     elif model == "adoption":
-        if before is None or adopted is None:
-            raise ValueError("the adoption model needs the matrices before and adopted")
-        weights, popularity = adoption_rates(before, adopted, shrinkage=shrinkage)
-        mean = True
+        gram = co + np.diag(holders)
+        fitted = fit_adoption(owned, history, as_of=as_of, window=window, ease_strength=ease_strength, gram=gram) if (
+            history is not None and as_of is not None) else None
+        if fitted is not None:
+            return fitted
+        # Not enough dated history to learn adoption from: the item-item model, under the adoption name.
+        rec = fit_recommender(owned, "item_item", alpha=alpha, shrinkage=shrinkage)
+        rec.model = "adoption"
+        return rec
     return Recommender(model, popularity, weights, mean, use_max, co, holders, n)
 
 
-def adoption_rates(
-    before: sp.csr_matrix, adopted: sp.csr_matrix, *, shrinkage: float = 10.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """(items x items shrunk P(first buys B | owned A, not B), per-item base rate P(first buys B | not B)).
+ADOPTION_MIN_WINDOW = 7  # days: a shorter learning window has too few first purchases to learn from
+ADOPTION_MIN_LABELS = 20  # first purchases in the pseudo-splits, at least
+ADOPTION_FEATURES = ("log popularity", "EASE score", "recent adoption rate")
+_ADOPTION_PAIRS = 1_000_000  # (customer, item) training pairs per pseudo-split, at most (customers sampled)
 
-    Customers who owned nothing at the start of the window are left out (nothing to learn from).
+
+@dataclass
+class Adoption:
+    """What the adoption model learnt and the counts behind its evidence (the window just before the date)."""
+
+    window: int  # days
+    splits: int  # pseudo-splits learnt on
+    coef: np.ndarray  # logistic weights on the standardised features, then the intercept
+    labels: int  # first purchases learnt from
+    moved: np.ndarray  # items x items: owned A and not B at the window's start, first bought B within it
+    at_risk: np.ndarray  # items x items: owned A and not B at the window's start
+    base_rate: np.ndarray  # per item: first bought within the window / customers without it at its start
+
+    def evidence(self, a: int, b: int) -> tuple[int, int, float]:
+        """(k, m, base rate): k of the m customers who had A and not B started buying B within the window."""
+        return int(self.moved[a, b]), int(self.at_risk[a, b]), float(self.base_rate[b])
+
+
+def _gram(owned: sp.csr_matrix) -> np.ndarray:
+    """X'X of a 0/1 matrix, dense (its diagonal: customers per item)."""
+    return np.asarray((owned.T @ owned).todense(), dtype=np.float64)
+
+
+def _ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
+    inv = np.linalg.inv((gram + lam * np.eye(len(gram))).astype(np.float32))  # float32: twice as fast, enough
+    w = -inv / np.diag(inv)[None, :]
+    np.fill_diagonal(w, 0.0)
+    return w.astype(np.float32)
+
+
+def _adoption_items(owned: sp.csr_matrix, gram: np.ndarray, prev: sp.csr_matrix, ease_strength: float):
+    """Per-item features at a date: (log popularity, recent adoption rate (log), EASE weights).
+
+    EASE's regularisation is ease_strength x the mean number of customers per item, so one default
+    fits a book of 300 customers and one of 100,000.
+
+    The adoption rate: first buyers since `prev` among the customers who did not have the item then,
+    shrunk toward the rate over all items with 10 pseudo-customers.
+    """
+    active = max(int((np.diff(owned.indptr) > 0).sum()), 1)
+    holders = np.diag(gram).copy()
+    was = np.asarray(prev.sum(axis=0)).ravel().astype(np.float64)
+    adopters = np.maximum(holders - was, 0.0)
+    lacking = np.maximum(active - was, 0.0)
+    overall = (adopters.sum() + 1.0) / (lacking.sum() + 10.0)
+    rate = (adopters + 10.0 * overall) / (lacking + 10.0)
+    lam = ease_strength * max(float(holders.mean()), 1.0)
+    return np.log((holders + 1.0) / (active + 1.0)), np.log(rate), _ease_weights(gram, lam)
+
+
+def fit_adoption(
+    owned: sp.csr_matrix,
+    history: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    as_of: int,
+    window: int = 30,
+    ease_strength: float = 1.5,
+    splits: int = 2,
+    l2: float = 1.0,
+    seed: int = 0,
+    gram: np.ndarray | None = None,
+) -> Recommender | None:
+    """The adoption model (see MODELS), or None when the history cannot teach it.
+
+    history: (customer, item, day) of purchases (the first day per pair is enough), all before as_of;
+    `owned` is what customers own at as_of (those purchases and anything else, such as holdings).
+    The learning window is `window` days, shortened to a third of the history when that is shorter
+    (at least ADOPTION_MIN_WINDOW); pseudo-splits as_of - h, as_of - 2h, ... while the window before
+    each (for its adoption rate) is inside the history. gram: owned'owned when the caller has it.
+    """
+    customer, item, day = (np.asarray(x, dtype=np.int64) for x in history)
+    n_c, n_i = owned.shape
+    if day.size == 0 or n_i < 2:
+        return None
+    keep = day < as_of
+    customer, item, day = customer[keep], item[keep], day[keep]
+    if day.size == 0:
+        return None
+    h = min(int(window), (as_of - int(day.min())) // (splits + 1))
+    if h < ADOPTION_MIN_WINDOW:
+        return None
+
+    at: dict[int, sp.csr_matrix] = {}
+    grams: dict[int, np.ndarray] = {}
+
+    def owned_at(t: int) -> sp.csr_matrix:
+        if t not in at:
+            m = day < t
+            at[t] = holding_matrix(customer[m], item[m], n_c, n_i)
+        return at[t]
+
+    def gram_at(t: int) -> np.ndarray:
+        if t not in grams:
+            grams[t] = _gram(owned_at(t))
+        return grams[t]
+
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for j in range(1, splits + 1):
+        t = as_of - j * h
+        prev, now, after = owned_at(t - h), owned_at(t), owned_at(t + h)
+        logpop, lograte, w = _adoption_items(now, gram_at(t), prev, ease_strength)
+        rows = np.flatnonzero(np.diff(now.indptr) > 0)
+        cap = max(_ADOPTION_PAIRS // n_i, 1)
+        if rows.size > cap:
+            rows = np.sort(rng.choice(rows, cap, replace=False))
+        if rows.size == 0:
+            continue
+        x_now = now[rows]
+        held = x_now.toarray() > 0
+        new = (after[rows].toarray() > 0) & ~held
+        ease = np.asarray(x_now @ w)
+        f = np.stack([np.broadcast_to(logpop, held.shape)[~held], ease[~held],
+                      np.broadcast_to(lograte, held.shape)[~held]], axis=1)
+        xs.append(f)
+        ys.append(new[~held].astype(np.float64))
+    if not xs:
+        return None
+    x, y = np.vstack(xs), np.concatenate(ys)
+    labels = int(y.sum())
+    if labels < ADOPTION_MIN_LABELS or labels == y.size:
+        return None
+    mu, sd = x.mean(axis=0), x.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    coef = _logistic((x - mu) / sd, y, l2=l2)
+    if not np.all(np.isfinite(coef)):
+        return None
+    # Apply at as_of: score = c_pop z(logpop) + c_ease z(ease) + c_rate z(lograte) + intercept.
+    gram = _gram(owned) if gram is None else gram
+    logpop, lograte, w = _adoption_items(owned, gram, owned_at(as_of - h), ease_strength)
+    c = coef[:3] / sd
+    bias = (c[0] * logpop + c[2] * lograte + coef[3] - float(c @ mu)).astype(np.float32)
+    n = owned.shape[0]
+    holders = np.diag(gram).copy()
+    co = gram.copy()
+    np.fill_diagonal(co, 0.0)
+    before, bought = owned_at(as_of - h), owned_at(as_of)
+    adopted = (bought - bought.multiply(before)).tocsr()
+    adopted.eliminate_zeros()
+    moved, at_risk, base = adoption_counts(before, adopted, gram=gram_at(as_of - h))
+    rec = Recommender("adoption", holders / max(n, 1), (w * np.float32(c[1])).astype(np.float32), False, False,
+                      co, holders, n, bias=bias, logistic=True)
+    rec.adoption = Adoption(h, len(xs), coef, labels, moved, at_risk, base)
+    return rec
+
+
+def _logistic(z: np.ndarray, y: np.ndarray, *, l2: float = 1.0, iters: int = 50) -> np.ndarray:
+    """L2-penalised logistic regression by Newton's method with step halving (the penalised loss never
+    rises, so rare labels or outlying features cannot make it diverge): weights, then the intercept."""
+    a = np.hstack([z, np.ones((len(z), 1))])
+    w = np.zeros(a.shape[1])
+    r = min(max(y.mean(), 1e-6), 1 - 1e-6)
+    w[-1] = np.log(r / (1 - r))
+    pen = np.full(a.shape[1], l2)
+    pen[-1] = 0.0
+
+    def loss(v: np.ndarray) -> float:
+        s = a @ v
+        return float(np.sum(np.logaddexp(0.0, s) - y * s) + 0.5 * np.sum(pen * v * v))
+
+    current = loss(w)
+    for _ in range(iters):
+        p = 0.5 * (1.0 + np.tanh(0.5 * (a @ w)))
+        g = a.T @ (p - y) + pen * w
+        hess = (a * (p * (1 - p))[:, None]).T @ a + np.diag(pen) + 1e-9 * np.eye(a.shape[1])
+        step = np.linalg.solve(hess, g)
+        t = 1.0
+        while t > 1e-6:
+            trial = w - t * step
+            value = loss(trial)
+            if value <= current:
+                break
+            t *= 0.5
+        else:
+            break
+        done = current - value < 1e-9 * max(abs(current), 1.0)
+        w, current = trial, value
+        if done:
+            break
+    return w
+
+
+def adoption_counts(
+    before: sp.csr_matrix, adopted: sp.csr_matrix, *, gram: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(moved, at_risk, base rate) of a window: items x items counts of customers who owned A and not B at its
+    start and first bought B within it (moved), of customers who owned A and not B at its start (at_risk),
+    and per item the share of customers without it at the start who first bought it within the window.
+
+    Customers who owned nothing at the start of the window are left out. gram: before'before, if known.
     """
     active = np.diff(before.indptr) > 0
     b = before[active]
@@ -419,12 +622,12 @@ def adoption_rates(
     adopters = np.asarray(a.sum(axis=0)).ravel().astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         base = np.where(n - owners > 0, adopters / (n - owners), 0.0)
-    co = np.asarray((b.T @ b).todense(), dtype=np.float64)
-    at_risk = owners[:, None] - co  # owned A and not B at the start
+    co = _gram(b) if gram is None else gram  # customers who own nothing add nothing to it
+    at_risk = np.maximum(owners[:, None] - co, 0.0)
     moved = np.asarray((b.T @ a).todense(), dtype=np.float64)
-    rate = (moved + shrinkage * base[None, :]) / (np.maximum(at_risk, 0.0) + shrinkage)
-    np.fill_diagonal(rate, 0.0)
-    return rate.astype(np.float32), base
+    np.fill_diagonal(moved, 0.0)
+    np.fill_diagonal(at_risk, 0.0)
+    return moved.astype(np.int32), at_risk.astype(np.int32), base
 
 
 def score_block(rec: Recommender, block: sp.csr_matrix) -> np.ndarray:
@@ -440,6 +643,8 @@ def score_block(rec: Recommender, block: sp.csr_matrix) -> np.ndarray:
             out[has] = np.maximum.reduceat(rec.weights[block.indices], block.indptr[has], axis=0)
         return out
     scores = np.asarray(block @ rec.weights, dtype=np.float32)
+    if rec.bias is not None:
+        scores += rec.bias[None, :]
     if rec.mean:
         size = np.maximum(np.diff(block.indptr), 1).astype(np.float32)
         scores /= size[:, None]
@@ -475,18 +680,24 @@ def recommend(rec: Recommender, owned: sp.csr_matrix, *, k: int = 3) -> tuple[np
         top_s = np.take_along_axis(top_s, order, axis=1)
         valid = np.isfinite(top_s)
         items[start : start + len(s)] = np.where(valid, top, -1)
-        rel[start : start + len(s)] = np.where(valid, np.maximum(top_s, 0.0), 0.0)
+        if rec.logistic:
+            with np.errstate(over="ignore"):
+                prob = 1.0 / (1.0 + np.exp(-np.where(valid, top_s, 0.0).astype(np.float64)))
+            rel[start : start + len(s)] = np.where(valid, prob, 0.0)
+        else:
+            rel[start : start + len(s)] = np.where(valid, np.maximum(top_s, 0.0), 0.0)
     return items, rel
 
 
 def strongest_antecedent(rec: Recommender, owned: sp.csr_matrix, customer: np.ndarray, item: np.ndarray) -> np.ndarray:
     """For each (customer, item) pair, the owned item that supports it most (-1 when the customer owns nothing).
 
-    "Most" is the model's own weight (similarity, confidence, co-count); for popularity, the owned
-    item with the best confidence towards it, so every suggestion can say "customers who buy A ...".
+    "Most" is the model's own weight (similarity, confidence, co-count); for popularity, lift and adoption
+    (whose weights are a fitted blend), the owned item with the best confidence towards it, so every
+    suggestion can say "customers who buy A ...".
     """
     w = rec.weights
-    if w is None or rec.model == "lift":
+    if w is None or rec.model in ("lift", "adoption"):
         with np.errstate(divide="ignore", invalid="ignore"):
             w = np.where(rec.holders[:, None] > 0, rec.co / rec.holders[:, None], 0.0)
     customer = np.asarray(customer, dtype=np.int64)

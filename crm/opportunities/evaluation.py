@@ -50,6 +50,8 @@ class Split:
     owned: sp.csr_matrix  # customers x items at the split date (train)
     truth: sp.csr_matrix  # customers x items first bought within the horizon, not owned before
     customers: np.ndarray  # rows evaluated: owned something and bought something new
+    as_of: int = 0  # the split day
+    horizon: int = 0  # days measured after it
 
 
 def time_split(
@@ -80,7 +82,7 @@ def time_split(
     truth.eliminate_zeros()
     has_owned = np.diff(owned.indptr) > 0
     has_truth = np.diff(truth.indptr) > 0
-    return Split(owned, truth, np.flatnonzero(has_owned & has_truth))
+    return Split(owned, truth, np.flatnonzero(has_owned & has_truth), as_of, horizon)
 
 
 def metrics(model: str, top: np.ndarray, split: Split, *, n_items: int, k: int = 3) -> Metrics:

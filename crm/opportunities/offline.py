@@ -69,15 +69,16 @@ def evaluate_history(
         n_customers=len(customer_ids), n_items=n_items, owned_extra=(hc, group_of[hp]),
     )
     model = settings.OPPORTUNITY_PURCHASE_MODEL
+    # The adoption model learns from the dated lines before the split, for the horizon measured.
+    day0 = as_of.toordinal() - 719163
+    before = day < day0
+    dated = {"history": (pc[before], group_of[pp[before]], day[before]), "as_of": day0, "window": horizon_days}
     recs = {
-        "product": fit_purchase_model(split.owned, model),
+        "product": fit_purchase_model(split.owned, model, **dated),
         "popularity": engine.fit_recommender(split.owned, "popularity"),
         "cooccurrence": engine.fit_recommender(split.owned, "cooccurrence"),
     }
     for m in models:
-        recs[m] = engine.fit_recommender(
-            split.owned, m, alpha=settings.OPPORTUNITY_ITEM_ALPHA, shrinkage=settings.OPPORTUNITY_ITEM_SHRINKAGE,
-            min_count=settings.OPPORTUNITY_MIN_COUNT, min_lift=settings.OPPORTUNITY_MIN_LIFT,
-        )
+        recs[m] = fit_purchase_model(split.owned, m, **dated)
     rows = evaluation.evaluate(split, recs, n_items=n_items, k=k)
     return EvaluationReport(as_of, horizon_days, level, k, model, n_items, rows)

@@ -226,6 +226,12 @@ class PurchaseCrossSell:
     antecedent_buyers: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
     co_buyers: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
     relevance: np.ndarray = field(default_factory=lambda: np.array([]))
+    # adoption evidence: of `at_risk` customers who had the antecedent and not the item at the start of the last
+    # `window_days`, `adopters` first bought it within them (0 / 0 where the words are the association's)
+    adopters: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    at_risk: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    base_rate: np.ndarray = field(default_factory=lambda: np.array([]))
+    window_days: int = 0
     expected_value: np.ndarray = field(default_factory=lambda: np.array([]))
     score: np.ndarray = field(default_factory=lambda: np.array([]))
     seconds: float = 0.0
@@ -313,12 +319,20 @@ def _index_of(ids: np.ndarray, index: dict[int, int]) -> np.ndarray:
     return np.where(keys[pos] == ids, vals[pos], -1)
 
 
-def fit_purchase_model(owned, model: str | None = None) -> engine.Recommender:
-    """The product's recommender with the configured model and parameters."""
+def fit_purchase_model(
+    owned, model: str | None = None, *, history=None, as_of: int | None = None, window: int | None = None
+) -> engine.Recommender:
+    """The product's recommender with the configured model and parameters.
+
+    history, as_of (days since 1970-01-01): the dated (customer, item, first day) purchases the adoption
+    model learns from; window: its days ahead (default OPPORTUNITY_ADOPTION_WINDOW_DAYS).
+    """
     return engine.fit_recommender(
         owned, model or settings.OPPORTUNITY_PURCHASE_MODEL, alpha=settings.OPPORTUNITY_ITEM_ALPHA,
         shrinkage=settings.OPPORTUNITY_ITEM_SHRINKAGE, min_support=settings.OPPORTUNITY_MIN_SUPPORT,
         min_count=settings.OPPORTUNITY_MIN_COUNT, min_lift=settings.OPPORTUNITY_MIN_LIFT,
+        history=history, as_of=as_of, window=window or settings.OPPORTUNITY_ADOPTION_WINDOW_DAYS,
+        ease_strength=settings.OPPORTUNITY_ADOPTION_EASE_STRENGTH,
     )
 
 
@@ -354,7 +368,9 @@ def _purchase_cross_sell(
     group_of, group_names = product_groups(products, level)
     out = PurchaseCrossSell(model, level, rule, lookback, group_names, group_of)
     p_index = {int(p[0]): i for i, p in enumerate(products)}
-    pc, pp = purchase_pairs(since=as_of - timedelta(days=lookback), until=as_of, c_index=c_index, p_index=p_index)
+    pc, pp, pday = purchase_pairs(
+        since=as_of - timedelta(days=lookback), until=as_of, c_index=c_index, p_index=p_index, with_day=True
+    )
     if pc.size == 0:
         out.seconds = time.perf_counter() - t
         return out
@@ -362,7 +378,8 @@ def _purchase_cross_sell(
     owned_products = engine.holding_matrix(np.concatenate([pc, h_cust]), np.concatenate([pp, h_prod]), n_c, n_p)
     n_g = len(group_names)
     owned = owned_products if level == "product" else engine.group_matrix(owned_products, group_of, n_g)
-    rec = fit_purchase_model(owned, model)
+    day0 = as_of.toordinal() - 719163
+    rec = fit_purchase_model(owned, model, history=(pc, group_of[pp], pday), as_of=day0)
     items, rel = engine.recommend(rec, owned, k=top_k)
     r, j = np.nonzero((items >= 0) & (rel > 1e-5))
     cust, item, relevance = r, items[r, j], rel[r, j]
@@ -381,12 +398,28 @@ def _purchase_cross_sell(
     # Only where the evidence is an association worth saying aloud: as many co-buyers and as much lift as a
     # holdings rule needs (the model picks the item; the words must hold for it).
     co_buyers = np.array([s[3] for s in stats], dtype=np.int64)
-    ok = (conf > 0) & (lift > cfg.OPPORTUNITY_MIN_LIFT) & (co_buyers >= cfg.OPPORTUNITY_MIN_COUNT)
+    said = (conf > 0) & (lift > cfg.OPPORTUNITY_MIN_LIFT) & (co_buyers >= cfg.OPPORTUNITY_MIN_COUNT)
+    # The adoption model says what it learnt where it is worth saying: at least OPPORTUNITY_MIN_COUNT customers
+    # with the antecedent started buying the item within the window, at a rate above the item's usual one.
+    k = m = np.zeros(len(cust), dtype=np.int64)
+    base = np.zeros(len(cust))
+    rate = np.zeros(len(cust))
+    if rec.adoption is not None and len(cust):
+        k = rec.adoption.moved[ante, item].astype(np.int64)
+        m = rec.adoption.at_risk[ante, item].astype(np.int64)
+        base = rec.adoption.base_rate[item]
+        rate = np.where(m > 0, k / np.maximum(m, 1), 0.0)
+        out.window_days = rec.adoption.window
+    adopt = (k >= cfg.OPPORTUNITY_MIN_COUNT) & (rate > base * max(cfg.OPPORTUNITY_MIN_LIFT, 1.0))
+    k, m, base = np.where(adopt, k, 0), np.where(adopt, m, 0), np.where(adopt, base, 0.0)
+    ok = said | adopt
     out.customer, out.product, out.antecedent = cust[ok], product[ok], ante[ok]
     out.confidence, out.lift, out.relevance = conf[ok], lift[ok], relevance[ok]
     out.antecedent_buyers = np.array([s[2] for s in stats], dtype=np.int64)[ok]
     out.co_buyers = co_buyers[ok]
-    out.expected_value, out.score = ev[ok], (conf * ev)[ok]
+    out.adopters, out.at_risk, out.base_rate = k[ok], m[ok], base[ok]
+    # The figure said aloud is the one the ranking uses: the adoption rate, else the association's confidence.
+    out.expected_value, out.score = ev[ok], (np.where(adopt, rate, conf) * ev)[ok]
     out.seconds = time.perf_counter() - t
     return out
 
@@ -524,22 +557,36 @@ def opportunities_regenerate(
         suggestions[(int(customer_ids[c]), int(p_ids[b]), Opportunity.Kind.CROSS_SELL)] = (
             None, score, ev, text, data, "holdings:association",
         )
-    for c, b, a, conf, lift, na, nab, ev, score, rel in zip(
+    days = purchase.window_days
+    for c, b, a, conf, lift, na, nab, ev, score, rel, k, m, base in zip(
         purchase.customer.tolist(), purchase.product.tolist(), purchase.antecedent.tolist(),
         purchase.confidence.tolist(), purchase.lift.tolist(), purchase.antecedent_buyers.tolist(),
         purchase.co_buyers.tolist(), purchase.expected_value.tolist(), purchase.score.tolist(),
-        purchase.relevance.tolist(), strict=True,
+        purchase.relevance.tolist(), purchase.adopters.tolist(), purchase.at_risk.tolist(),
+        purchase.base_rate.tolist(), strict=True,
     ):
         key = (int(customer_ids[c]), int(p_ids[b]), Opportunity.Kind.CROSS_SELL)
         if key in suggestions and suggestions[key][1] >= score:
             continue
-        if purchase.level == "product":
+        ga, gb = (names[a], names[b]) if purchase.level == "product" else (
+            purchase.group_names[a], purchase.group_names[purchase.group_of[b]])
+        usual = f", {k / m / base:.1f}x the usual rate" if base > 0 else ""
+        if k and purchase.level == "product":
+            text = (
+                f"Customers like this one, buying {ga} and not {gb}, started buying {gb} within {days} days: "
+                f"{k} of {m}{usual}; this customer buys {ga} and not {gb}."
+            )
+        elif k:
+            text = (
+                f"Customers like this one, buying {ga} and no {gb}, started buying {gb} within {days} days: "
+                f"{k} of {m}{usual}; this customer buys {ga} and no {gb} yet: start with {names[b]}."
+            )
+        elif purchase.level == "product":
             text = (
                 f"{conf:.0%} of customers who buy {names[a]} also buy {names[b]}, {lift:.1f}x the usual rate; "
                 f"this customer buys {names[a]} and not {names[b]}."
             )
         else:
-            ga, gb = purchase.group_names[a], purchase.group_names[purchase.group_of[b]]
             text = (
                 f"{conf:.0%} of customers who buy {ga} also buy {gb}, {lift:.1f}x the usual rate; "
                 f"this customer buys {ga} and no {gb} yet: start with {names[b]}."
@@ -553,6 +600,9 @@ def opportunities_regenerate(
             "margin": round(float(margin[b]), 2), "cap": _cap(ev_cap[c]),
             "p_alive": round(float(p_alive[c]), 4), "value_source": result.value_source,
         }
+        if k:
+            data["adoption"] = {"window_days": days, "adopters": int(k), "at_risk": int(m),
+                                "rate": round(k / m, 4), "base_rate": round(float(base), 5)}
         suggestions[key] = (None, score, ev, text, data, purchase.rule)
     result.cross_sell = sum(1 for k in suggestions if k[2] == Opportunity.Kind.CROSS_SELL)
     result.purchase_cross_sell = sum(

@@ -19,8 +19,9 @@ units, so the total shown is exactly the sum of the items shown.
 
 The list is bounded by the visibility rule twice: the salesperson's own book (customers they
 own; tasks assigned to them on accounts they may see) and what the viewer may see. Each kind
-keeps its NBA_LIMIT_PER_KIND best items per salesperson (a window function in the query), so a
-list, for one salesperson or a whole team, costs a fixed number of queries.
+keeps its NBA_LIMIT_PER_KIND best items per salesperson (a window function or a UNION ALL of
+per-salesperson top-N parts in the query), so a list, for one salesperson or a whole team, costs
+a fixed number of queries.
 """
 
 from __future__ import annotations
@@ -144,19 +145,27 @@ def save_rate(*, today: date | None = None) -> float:
     return (a + row["saved"]) / (a + b + row["trials"])
 
 
-def _ranked(qs, partition: str, owner_ids, *order, limit: int | None = None):
+def _ranked(qs, partition: str, owner_ids, *order, limit: int | None = None, union: bool = False):
     """Keep each salesperson's `limit` (default NBA_LIMIT_PER_KIND) best rows (one window function, no query per salesperson).
 
-    For one salesperson a plain ORDER BY ... LIMIT, which PostgreSQL answers with a top-N sort.
+    For one salesperson a plain ORDER BY ... LIMIT, which PostgreSQL answers with a top-N sort or
+    by walking an index in that order. With `union`, one such ORDER BY ... LIMIT per salesperson in
+    a single UNION ALL query (for a team's offers, each part walking opp_open_value_idx).
     """
     limit = limit or settings.NBA_LIMIT_PER_KIND
     if len(owner_ids) == 1:
         return qs.order_by(*order)[:limit]
+    if union:
+        # one ORDER BY ... LIMIT per salesperson, glued with UNION ALL: each part can walk an index
+        # in rank order (opp_open_value_idx) where the window function sorts every row of the team
+        first, *others = [qs.filter(**{partition: pk}).order_by(*order)[:limit] for pk in owner_ids]
+        return first.union(*others, all=True)
     return qs.annotate(nba_rank=Window(RowNumber(), partition_by=[F(partition)], order_by=list(order))).filter(
         nba_rank__lte=limit
     )
 
 
+UNION_MAX_OWNERS = 12  # up to this many salespeople, a team's offers are ranked per salesperson (see _ranked)
 RETENTION_CANDIDATES = 4  # x NBA_LIMIT_PER_KIND: the falls kept per salesperson between two runs
 RETENTION_CACHE_SECONDS = 600
 
@@ -349,7 +358,8 @@ def _opportunities(viewer, owner_ids) -> list[NextAction]:
               "product__name")
     )
     items = []
-    for o in _ranked(qs, "customer__owner_id", owner_ids, F("expected_value").desc(), F("score").desc(), F("id").asc()):
+    order = (F("expected_value").desc(), F("score").desc(), F("id").asc())
+    for o in _ranked(qs, "customer__owner_id", owner_ids, *order, union=len(owner_ids) <= UNION_MAX_OWNERS):
         kind = Kind.UP_SELL if o.kind == Opportunity.Kind.UP_SELL else Kind.CROSS_SELL
         items.append(NextAction(
             kind=kind, key=f"opportunity:{o.pk}", owner_id=o.customer.owner_id, customer_id=o.customer_id,

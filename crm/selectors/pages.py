@@ -406,6 +406,30 @@ def facet_rows(customer: Customer, facet: str, *, limit: int = 100) -> list:
 # -- My day -------------------------------------------------------------------------------
 
 
+AT_RISK_CANDIDATES = 4  # x MY_DAY_LIMIT: the most valuable at-risk accounts kept per salesperson and run
+AT_RISK_CACHE_SECONDS = 600
+
+
+def _at_risk_candidates(user, run) -> list[int]:
+    """The salesperson's most valuable accounts at risk in `run` (ids), kept in the cache.
+
+    What makes an account a candidate (its values in the run) only changes with a new run, so the
+    scan of the run's values for the whole book is done once per run and salesperson (or after
+    AT_RISK_CACHE_SECONDS, for accounts that changed hands); stage, last contact, ownership and
+    visibility are checked live on these candidates.
+    """
+    from django.core.cache import cache
+
+    key = f"myday:at_risk:{run.pk}.{run.started_at:%s%f}:{user.pk}"  # ids alone may come back after a restore
+    ids = cache.get(key)
+    if ids is None:
+        qs = annotate_run_values(Customer.objects.filter(owner=user), run, fields=("clv", "p_alive", "historical_value"))
+        qs = qs.filter(p_alive__lt=RISK_P_ALIVE, clv__gt=0).order_by(F("historical_value").desc(nulls_last=True), "id")
+        ids = list(qs.values_list("pk", flat=True)[: MY_DAY_LIMIT * AT_RISK_CANDIDATES])
+        cache.set(key, ids, AT_RISK_CACHE_SECONDS)
+    return ids
+
+
 def my_day(user) -> dict[str, Any]:
     """Tasks and follow-ups (overdue, today, next 7 days), valuable customers at risk, top open
     opportunities and recent events."""
@@ -428,7 +452,10 @@ def my_day(user) -> dict[str, Any]:
             .exclude(lifecycle_stage=Customer.Stage.LOST)
             .order_by(F("historical_value").desc(nulls_last=True), "id")
         )
-        at_risk = list(qs[:MY_DAY_LIMIT])
+        candidates = _at_risk_candidates(user, run)
+        at_risk = list(qs.filter(pk__in=candidates)[:MY_DAY_LIMIT])
+        if len(at_risk) < MY_DAY_LIMIT and len(candidates) >= MY_DAY_LIMIT * AT_RISK_CANDIDATES:
+            at_risk = list(qs[:MY_DAY_LIMIT])  # the kept candidates were mostly contacted lately: read in full (rare)
     opportunities = list(
         Opportunity.objects.visible_to(user)
         .filter(customer__owner=user, status=Opportunity.Status.OPEN)

@@ -80,7 +80,12 @@ def my_day_tasks(user: User, *, today: date | None = None, limit: int = SECTION_
     """
     today = today or timezone.localdate()
     horizon = today + timedelta(days=UPCOMING_DAYS)
-    mine = tasks_for(user).filter(assigned_to=user, done_at__isnull=True)
+    # A task assigned to the user is visible to them whoever owns the account (Task.visible_to), so
+    # the visibility rule adds nothing here; left in, its OR across task and account made PostgreSQL
+    # hash the whole customer table for each of the four queries.
+    mine = Task.objects.filter(assigned_to=user, done_at__isnull=True)
+    if not (user.is_authenticated and user.is_active):
+        mine = mine.none()
     counts = mine.aggregate(
         overdue=Count("pk", filter=Q(due_on__lt=today)),
         today=Count("pk", filter=Q(due_on=today)),
@@ -92,8 +97,14 @@ def my_day_tasks(user: User, *, today: date | None = None, limit: int = SECTION_
         "upcoming": (f"Next {UPCOMING_DAYS} days", Q(due_on__gt=today, due_on__lte=horizon)),
     }
     sections = []
+    order = ("due_on", "due_time", "id")
+    loaded = _with_account_visible(Task.objects.select_related("customer", "assigned_to", "contact"), user)
     for key, (title, condition) in ranges.items():
-        rows = list(mine.filter(condition).order_by("due_on", "due_time", "id")[:limit]) if counts[key] else []
+        rows = []
+        if counts[key] and limit:
+            # the section's ids first, from the task index alone; then their accounts by primary key
+            first = mine.filter(condition).order_by(*order).values("pk")[:limit]
+            rows = list(loaded.filter(pk__in=first).order_by(*order))
         sections.append(Section(key, title, counts[key], rows))
     return {"sections": sections, "today": today, "horizon": horizon, "section_limit": limit}
 

@@ -84,6 +84,28 @@ def test_every_write_path_keeps_the_summary_equal_to_a_full_rebuild():
     import_purchases_csv(csv, batch_size=2)
     assert Customer.objects.filter(external_id="E").exists()
 
+    # bulk upsert (the API's path): new lines are added to their customers' kept days (an existing
+    # day, a new day, a customer with no lines yet), and a customer with a changed line in the same
+    # batch is recomputed, together with a new line of its own
+    f_ = crm.customer_create(name="F", external_id="F")
+    keyed = crm.purchase_record(customer=c, purchased_at=at(date(2026, 2, 9)), amount=Decimal("7"), external_id="K1")
+    batch = [
+        {"external_id": "N1", "customer": a, "purchased_at": at(date(2026, 3, 1), 10), "amount": Decimal("8.00"),
+         "unit_price": Decimal("8.00"), "quantity": Decimal("1"), "product": kit},
+        {"external_id": "N2", "customer": a, "purchased_at": at(date(2026, 4, 1)), "amount": Decimal("9.00"),
+         "unit_price": Decimal("3.00"), "quantity": Decimal("3"), "unit_cost": Decimal("1.00")},
+        {"external_id": "N3", "customer": f_, "purchased_at": at(date(2026, 4, 2)), "amount": Decimal("11.00"),
+         "unit_price": Decimal("11.00"), "quantity": Decimal("1")},
+        {"external_id": "K1", "amount": Decimal("70.00"), "unit_price": Decimal("70.00")},
+        {"external_id": "N4", "customer": c, "purchased_at": at(date(2026, 2, 9), 18), "amount": Decimal("1.00"),
+         "unit_price": Decimal("1.00"), "quantity": Decimal("1")},
+    ]
+    results = crm.records_upsert(model=Purchase, records=batch, existing={"K1": keyed})
+    assert [r for r, _ in results] == ["created", "created", "created", "updated", "created"]
+    kept_after_upsert = kept_rows()
+    summary_rebuild()
+    assert kept_rows() == kept_after_upsert
+
     # updates: amount, date (to another day), customer (moving b's only line away empties b), product cost
     crm.record_update(instance=p3, data={"amount": Decimal("90.00")})
     crm.record_update(instance=p1, data={"purchased_at": at(date(2026, 1, 11))})
@@ -100,9 +122,9 @@ def test_every_write_path_keeps_the_summary_equal_to_a_full_rebuild():
     assert not PurchaseDay.objects.filter(customer_id=gone.pk).exists()
     assert not PurchaseSummary.objects.filter(customer_id=gone.pk).exists()
     a_row = PurchaseSummary.objects.get(customer=a)
-    assert (a_row.first_day, a_row.last_day, a_row.days, a_row.lines) == (date(2026, 1, 10), date(2026, 3, 1), 3, 4)
-    assert a_row.total_value == Decimal("252.00")  # 100 + 50 + 90 + 12
-    assert a_row.repeat_value == Decimal("202.00")  # everything after Jan 10 (p1 moved to Jan 11)
+    assert (a_row.first_day, a_row.last_day, a_row.days, a_row.lines) == (date(2026, 1, 10), date(2026, 4, 1), 4, 6)
+    assert a_row.total_value == Decimal("269.00")  # 100 + 50 + 90 + 12 + 8 + 9
+    assert a_row.repeat_value == Decimal("219.00")  # everything after Jan 10 (p1 moved to Jan 11)
 
     result = summary_rebuild()
     assert kept_rows() == kept

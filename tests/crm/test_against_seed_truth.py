@@ -82,7 +82,8 @@ def test_planted_purchase_only_associations_are_found_for_customers_without_hold
         # Offered mostly to the planted targets: at least twice the share a random offer would reach.
         precision = len(target & suggested) / len(suggested)
         assert precision > 2 * len(target) / len(purchase_only), (rule, precision)
-        assert set(offered.filter(customer_id__in=target).values_list("rule", flat=True)) == {"purchases:item_item"}
+        rules = set(offered.filter(customer_id__in=target).values_list("rule", flat=True))
+        assert rules == {f"purchases:{settings.OPPORTUNITY_PURCHASE_MODEL}"}
 
 
 def test_planted_near_capacity_holdings_get_up_sell(seeded):
@@ -123,7 +124,7 @@ def test_evaluate_recommendations_on_the_demo_beats_popularity_twice(seeded):
     assert 0 < product.coverage <= 1
 
 
-def test_evaluate_recommendations_command_prints_the_three_recommenders(seeded):
+def test_evaluate_recommendations_command_prints_the_three_recommenders(seeded, settings):
     from io import StringIO
 
     from django.core.management import call_command
@@ -132,6 +133,6 @@ def test_evaluate_recommendations_command_prints_the_three_recommenders(seeded):
     as_of = (AS_OF - timedelta(days=365)).isoformat()
     call_command("evaluate_recommendations", "--as-of", as_of, "--horizon-days", "365", stdout=out)
     text = out.getvalue()
-    for name in ("product (item_item)", "popularity", "cooccurrence", "precision@3", "recall@10", "coverage"):
+    for name in (f"product ({settings.OPPORTUNITY_PURCHASE_MODEL})", "popularity", "cooccurrence", "precision@3", "recall@10", "coverage"):
         assert name in text
     assert "product vs popularity at precision@3:" in text

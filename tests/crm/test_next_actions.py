@@ -84,6 +84,23 @@ def test_a_viewer_sees_a_list_only_within_what_they_may_see(book):
     assert len(seen_by_manager.items) == 4
 
 
+def test_a_teams_offers_are_ranked_the_same_per_salesperson_as_by_the_window_function(book, settings, monkeypatch):
+    settings.NBA_LIMIT_PER_KIND = 3
+    for i in range(5):
+        f.opportunity(customer=f.customer(owner=book["rep"]), expected_value=Decimal(100 + i % 3), score=i / 10)
+        f.opportunity(customer=f.customer(owner=book["rep2"]), expected_value=Decimal(50 + i))
+    members = [book["north_manager"], book["rep"], book["rep2"]]
+
+    def offers():
+        lists = nba.next_actions_for(book["north_manager"], members)
+        return {pk: [i.key for i in nba_list.items if i.kind in ("cross_sell", "up_sell")] for pk, nba_list in lists.items()}
+
+    per_salesperson = offers()
+    monkeypatch.setattr(nba, "UNION_MAX_OWNERS", 0)
+    assert offers() == per_salesperson
+    assert [len(keys) for keys in per_salesperson.values()] == [0, 3, 3]
+
+
 def test_the_team_list_covers_only_the_managers_team(book):
     team = nba.team_next_actions(book["north_manager"])
     owners = {r.owner.username for r in team["rows"]}

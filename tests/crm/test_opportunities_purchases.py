@@ -64,7 +64,7 @@ def plant_purchases(n_customers=300, seed=11, days_ago=(30, 300)):
 
 
 @pytest.mark.django_db
-def test_purchase_only_association_is_suggested_with_its_evidence():
+def test_purchase_only_association_is_suggested_with_its_evidence(settings):
     truth = plant_purchases()
     assert not Holding.objects.exists()
     r = opportunities_regenerate(as_of=AS_OF)
@@ -75,7 +75,7 @@ def test_purchase_only_association_is_suggested_with_its_evidence():
     recall = len(truth["target"] & suggested) / len(truth["target"])
     assert recall >= 0.8, recall
     o = offered.filter(customer_id__in=truth["target"]).first()
-    assert o.rule == "purchases:item_item"
+    assert o.rule == f"purchases:{settings.OPPORTUNITY_PURCHASE_MODEL}"
     assert "of customers who buy Gear A also buy Glue B" in o.evidence
     assert "x the usual rate" in o.evidence
     assert o.evidence_data["lift"] > 1
@@ -99,7 +99,7 @@ def test_category_level_suggests_the_categorys_most_bought_product(settings):
     truth = plant_purchases()
     settings.OPPORTUNITY_PURCHASE_LEVEL = "category"
     opportunities_regenerate(as_of=AS_OF)
-    purchases = Opportunity.objects.filter(rule="purchases:item_item:category", status="open")
+    purchases = Opportunity.objects.filter(rule=f"purchases:{settings.OPPORTUNITY_PURCHASE_MODEL}:category", status="open")
     assert purchases.exists()
     glues = purchases.filter(customer_id__in=truth["target"], evidence_data__rule__consequent="GLUE-B")
     assert glues.count() >= 0.8 * len(truth["target"])
@@ -117,4 +117,28 @@ def test_auto_level_groups_a_catalogue_larger_than_the_limit(settings):
     settings.OPPORTUNITY_PRODUCT_LEVEL_MAX = 5
     opportunities_regenerate(as_of=AS_OF)
     rules = set(Opportunity.objects.filter(rule__startswith="purchases:").values_list("rule", flat=True))
-    assert rules == {"purchases:item_item:category"}
+    assert rules == {f"purchases:{settings.OPPORTUNITY_PURCHASE_MODEL}:category"}
+
+
+@pytest.mark.django_db
+def test_adoption_model_says_how_many_customers_like_this_one_started_buying(settings):
+    settings.OPPORTUNITY_PURCHASE_MODEL = "adoption"
+    settings.OPPORTUNITY_ADOPTION_WINDOW_DAYS = 30
+    # Recent history: buyers of Gear A buy Glue B ten days later, some of them within the last 30 days.
+    truth = plant_purchases(n_customers=600, days_ago=(1, 120))
+    opportunities_regenerate(as_of=AS_OF)
+    glue = truth["products"]["GLUE-B"]
+    offered = Opportunity.objects.filter(product=glue, kind="cross_sell", status="open", rule="purchases:adoption")
+    suggested = set(offered.values_list("customer_id", flat=True))
+    assert len(truth["target"] & suggested) >= 0.8 * len(truth["target"])
+    o = offered.filter(customer_id__in=truth["target"], evidence_data__adoption__isnull=False).first()
+    assert o is not None
+    a = o.evidence_data["adoption"]
+    assert a["window_days"] == 30
+    assert a["adopters"] >= settings.OPPORTUNITY_MIN_COUNT
+    assert a["at_risk"] >= a["adopters"]
+    assert a["rate"] > a["base_rate"]
+    assert o.evidence.startswith("Customers like this one, buying Gear A and not Glue B, started buying Glue B "
+                                 f"within 30 days: {a['adopters']} of {a['at_risk']}")
+    assert "this customer buys Gear A and not Glue B" in o.evidence
+    assert o.expected_value > 0

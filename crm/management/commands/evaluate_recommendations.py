@@ -39,7 +39,7 @@ class Command(BaseCommand):
         if level not in LEVELS:
             raise CommandError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}.")
         also = tuple(m for m in opts["also"].split(",") if m)
-        unknown = [m for m in also if m not in engine.MODELS or m == "adoption"]
+        unknown = [m for m in also if m not in engine.MODELS]
         if unknown:
             raise CommandError(f"--also: unknown model {', '.join(unknown)}.")
         report = evaluate_history(as_of=as_of, horizon_days=horizon, k=k, level=level, models=also)

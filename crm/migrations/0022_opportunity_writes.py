@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('crm', '0020_next_actions'),
+        ('crm', '0021_next_action_indexes'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
