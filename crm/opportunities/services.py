@@ -21,6 +21,7 @@ from crm.opportunities import engine
 
 log = logging.getLogger(__name__)
 BATCH = 5000
+STATISTICS_AFTER_ROWS = 10_000  # new rows after which the opportunity table is analyzed at once
 SUPPRESSING_REASONS = (Opportunity.DismissReason.ALREADY_HAS, Opportunity.DismissReason.NOT_RELEVANT)
 
 
@@ -711,6 +712,13 @@ def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
     result.unchanged = unchanged + len(to_update) - written
     if connection.vendor == "postgresql":
         _copy_new(new, now)
+        if len(new) >= STATISTICS_AFTER_ROWS:
+            # Fresh statistics for the next run's UPDATEs: planned on the near-empty table the
+            # planner last saw, each batch scanned the whole table (a refresh within minutes of
+            # the first run took 3x as long).
+            from crm.bulk import refresh_statistics  # noqa: PLC0415
+
+            refresh_statistics(Opportunity)
         return
     objs = (
         Opportunity(
