@@ -21,7 +21,7 @@ from crm.opportunities import engine
 
 log = logging.getLogger(__name__)
 BATCH = 5000
-STATISTICS_AFTER_ROWS = 10_000  # new rows after which the opportunity table is analyzed at once
+VACUUM_AFTER_ROWS = 10_000  # new rows after which the opportunity table is vacuumed at once
 SUPPRESSING_REASONS = (Opportunity.DismissReason.ALREADY_HAS, Opportunity.DismissReason.NOT_RELEVANT)
 
 
@@ -646,6 +646,7 @@ def opportunities_regenerate(
         del suggestions[key]
     result.suppressed = len(suppressed)
     _merge(suggestions, now=now, result=result)
+    _tidy_after_bulk_load(result.created)
     result.timings["write"] = time.perf_counter() - t1
     result.timings["total"] = time.perf_counter() - t0
     log.info("opportunities regenerated: %s", result)
@@ -712,13 +713,6 @@ def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
     result.unchanged = unchanged + len(to_update) - written
     if connection.vendor == "postgresql":
         _copy_new(new, now)
-        if len(new) >= STATISTICS_AFTER_ROWS:
-            # Fresh statistics for the next run's UPDATEs: planned on the near-empty table the
-            # planner last saw, each batch scanned the whole table (a refresh within minutes of
-            # the first run took 3x as long).
-            from crm.bulk import refresh_statistics  # noqa: PLC0415
-
-            refresh_statistics(Opportunity)
         return
     objs = (
         Opportunity(
@@ -736,6 +730,17 @@ def _merge(suggestions: dict, *, now, result: RegenerationResult) -> None:
             batch = []
     if batch:
         Opportunity.objects.bulk_create(batch)
+
+
+def _tidy_after_bulk_load(created: int) -> None:
+    """After many new rows (PostgreSQL): VACUUM ANALYZE the table once they are committed, as
+    autovacuum would later. Measured: a refresh that rewrote every row minutes after a first run
+    of 318,956 inserts took 199 s, 47 s once the table had been vacuumed. Inside an outer
+    transaction (VACUUM cannot run there) only ANALYZE."""
+    if connection.vendor != "postgresql" or created < VACUUM_AFTER_ROWS:
+        return
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE crm_opportunity" if connection.in_atomic_block else "VACUUM (ANALYZE) crm_opportunity")
 
 
 EXISTING_FIELDS = (
