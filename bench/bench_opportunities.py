@@ -1,9 +1,14 @@
 """Benchmark: opportunity regeneration for 100,000 customers, 2,000 products and 2,000,000 purchase lines on PostgreSQL.
 
 Usage: DATABASE_URL=postgres://... python bench/bench_opportunities.py [--customers N] [--products P] [--purchases L]
+       [--fresh]
 Loads synthetic customers/products/holdings/usage/purchase lines once (rows tagged external_id
 'BENCH-...', generated in set-based SQL with generate_series) and times a first regeneration (all
-inserts) and a second (all updates). Migrate the database first.
+inserts when the table is empty: --fresh empties it, with the opportunities' history, first), a
+second (the same data again: every suggestion confirmed as it is) and a third after every bench
+product's unit cost went up by 1 (every margin, so every suggestion's value and score, changes:
+all are rewritten; the cost is put back afterwards).
+Migrate the database first.
 """
 
 from __future__ import annotations
@@ -126,6 +131,7 @@ def main() -> None:
     ap.add_argument("--customers", type=int, default=100_000)
     ap.add_argument("--products", type=int, default=2_000)
     ap.add_argument("--purchases", type=int, default=2_000_000)
+    ap.add_argument("--fresh", action="store_true", help="delete every opportunity (and its history) first")
     args = ap.parse_args()
     if connection.vendor != "postgresql":
         sys.exit("Run against PostgreSQL (DATABASE_URL=postgres://...).")
@@ -141,13 +147,25 @@ def main() -> None:
                     "(SELECT COUNT(*) FROM crm_holding), (SELECT COUNT(*) FROM crm_usage), "
                     "(SELECT COUNT(*) FROM crm_purchase)")
         print("customers, products, holdings, usage rows, purchase lines:", cur.fetchone())
-    for label in ("first run (inserts)", "second run (updates)"):
+    if args.fresh:
+        with connection.cursor() as cur:
+            cur.execute("TRUNCATE crm_opportunityoutcome, crm_opportunityhistory, crm_opportunity")
+            cur.execute("VACUUM ANALYZE crm_opportunity")
+    runs = ("first run (inserts on an empty table)", "second run (nothing changed)",
+            "third run (every product's cost 1 up: every suggestion's value changes)")
+    for label in runs:
+        if label == runs[2]:
+            with connection.cursor() as cur:  # untimed; undone below
+                cur.execute("UPDATE crm_product SET unit_cost = unit_cost + 1 WHERE external_id LIKE 'BENCH-P%%'", [])
         t = time.perf_counter()
         r = opportunities_regenerate(as_of=date(2026, 6, 30))
         total = time.perf_counter() - t
-        print(f"{label}: {total:.1f} s  created={r.created} updated={r.updated} expired={r.expired} "
+        print(f"{label}: {total:.1f} s  created={r.created} updated={r.updated} unchanged={r.unchanged} "
+              f"expired={r.expired} "
               f"cross_sell={r.cross_sell} (from purchases {r.purchase_cross_sell}) up_sell={r.up_sell}")
         print("  timings:", {k: round(v, 2) for k, v in r.timings.items()})
+    with connection.cursor() as cur:
+        cur.execute("UPDATE crm_product SET unit_cost = unit_cost - 1 WHERE external_id LIKE 'BENCH-P%%'", [])
 
 
 if __name__ == "__main__":

@@ -9,6 +9,14 @@ FROM unnest(...)` and COPY are recorded like single saves, at a small cost per r
 The feed's own columns (`change_txid`, `change_seq`) and `updated_at` are not kept: a save
 that changes nothing else records nothing.
 
+An opportunity's engine-made fields (`QUIET_FIELDS`: score, expected value, evidence and its
+numbers, rule, generated_at) are kept in its snapshots but do not by themselves make an
+update event: the nightly regeneration re-scores about 100,000 suggestions, and a history row
+for each of them would record the engine, not a person. Creation, deletion and every change
+of status, who changed it, dismissal reason and note, won purchase, customer, product, kind or
+from-product are recorded; such an event's snapshot carries the scores and evidence of that
+moment.
+
 Imported at the end of crm/models.py. To track another model, create its event model with
 `track_history`, add it to `HISTORY_MODELS` and `EVENT_MODELS` below and run `makemigrations crm`.
 On SQLite the tables exist but no trigger fills them: history needs PostgreSQL.
@@ -27,6 +35,10 @@ __all__ = [
 ]
 
 NOT_TRACKED = ("change_txid", "change_seq", "updated_at")
+# Per model: fields kept in the snapshots whose change alone records no update (see above).
+QUIET_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
+    Opportunity: ("score", "expected_value", "evidence", "evidence_data", "rule", "generated_at"),
+}
 
 
 def _unindexed_references(model: type[models.Model]) -> dict[str, models.ForeignKey]:
@@ -51,6 +63,8 @@ def _unindexed_references(model: type[models.Model]) -> dict[str, models.Foreign
 def track_history(model: type[models.Model]) -> type[models.Model]:
     """Create the event model `<Model>History` for `model`, with insert, update and delete triggers."""
     name = model._meta.model_name
+    quiet = QUIET_FIELDS.get(model)
+    update_condition = {"condition": pghistory.AnyChange(exclude=[*NOT_TRACKED, *quiet])} if quiet else {}
     indexes = [models.Index(fields=["pgh_obj", "pgh_id"], name=f"{name}_hist_obj")]
     for parent in ("customer", "holding"):
         if any(f.name == parent for f in model._meta.local_fields):
@@ -58,7 +72,7 @@ def track_history(model: type[models.Model]) -> type[models.Model]:
     return pghistory.create_event_model(
         model,
         pghistory.InsertEvent(level=pghistory.Statement),
-        pghistory.UpdateEvent(level=pghistory.Statement),
+        pghistory.UpdateEvent(level=pghistory.Statement, **update_condition),
         pghistory.DeleteEvent(level=pghistory.Statement),
         exclude=list(NOT_TRACKED),
         obj_field=pghistory.ObjForeignKey(related_name="history", db_index=False),

@@ -590,10 +590,13 @@ class Opportunity(SyncedModel):
         BAD_TIMING = "bad_timing", "Bad timing"
         OTHER = "other", "Other"
 
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="opportunities")
+    # Indexes: every one is written for each of the ~100,000 rows a regeneration inserts, so the
+    # customer has none of its own (opp_customer_status_idx and the unique constraint start with
+    # it) and the nullable references have partial ones (Meta.indexes) over the rows that have them.
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="opportunities", db_index=False)
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="opportunities")
     from_product = models.ForeignKey(
-        Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        Product, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False,
         help_text="For an up-sell: the tier the customer holds now.",
     )
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -607,13 +610,13 @@ class Opportunity(SyncedModel):
     evidence = models.TextField(help_text="Why it was suggested, in words a salesperson can say aloud.")
     evidence_data = models.JSONField(default=dict, blank=True, help_text="The numbers behind the evidence.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
-    generated_at = models.DateTimeField(help_text="When the engine last produced or confirmed it.")
+    generated_at = models.DateTimeField(help_text="When the engine last produced it or changed what it says.")
     status_changed_at = models.DateTimeField(null=True, blank=True)
     status_changed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     won_purchase = models.ForeignKey(
-        Purchase, null=True, blank=True, on_delete=models.SET_NULL, related_name="won_opportunities",
+        Purchase, null=True, blank=True, on_delete=models.SET_NULL, related_name="won_opportunities", db_index=False,
         help_text="The purchase that realised a won opportunity, once it arrives.",
     )
     dismiss_reason = models.CharField(
@@ -630,7 +633,18 @@ class Opportunity(SyncedModel):
         indexes = [
             change_position_index(),
             models.Index(fields=["customer", "status"], name="opp_customer_status_idx"),
-            models.Index(fields=["status", "kind"], name="opp_status_kind_idx"),
+            # The decided ones (won, dismissed...: looked up by status); open and expired rows,
+            # the ones regeneration writes, are not in it.
+            models.Index(
+                fields=["status", "kind"], name="opp_decided_status_kind_idx",
+                condition=~Q(status__in=["open", "expired"]),
+            ),
+            # For deleting a product, user or purchase (SET NULL finds the rows that point to it).
+            models.Index(fields=["from_product"], name="opp_from_product_idx", condition=Q(from_product__isnull=False)),
+            models.Index(
+                fields=["status_changed_by"], name="opp_status_changed_by_idx", condition=Q(status_changed_by__isnull=False)
+            ),
+            models.Index(fields=["won_purchase"], name="opp_won_purchase_idx", condition=Q(won_purchase__isnull=False)),
             # A salesperson's best open offers (My day, the next best actions): walked in this order
             # until enough of their accounts' rows are found, instead of sorting every open offer.
             models.Index(

@@ -194,7 +194,8 @@ def test_task_and_command_regenerate():
     # Chained after a CLV run, the previous task's result arrives as a positional argument.
     result = regenerate_opportunities_task.apply(args=[{"run": 1}], kwargs={"as_of": AS_OF.isoformat()}).get()
     assert result["created"] == 0
-    assert result["updated"] == Opportunity.objects.count()
+    assert result["updated"] == 0  # nothing changed: nothing written
+    assert result["unchanged"] == Opportunity.objects.count()
     out = StringIO()
     call_command("regenerate_opportunities", "--as-of", AS_OF.isoformat(), stdout=out)
     assert "created 0, updated" in out.getvalue()

@@ -26,7 +26,7 @@ class Command(BaseCommand):
             raise CommandError("--top-k must be at least 1.")
         r = opportunities_regenerate(as_of=as_of, min_support=opts["min_support"], top_k=opts["top_k"])
         self.stdout.write(
-            f"created {r.created}, updated {r.updated}, reopened {r.reopened}, expired {r.expired}, "
+            f"created {r.created}, updated {r.updated}, unchanged {r.unchanged}, reopened {r.reopened}, expired {r.expired}, "
             f"kept {r.kept} (cross-sell {r.cross_sell}, up-sell {r.up_sell}; value from {r.value_source}) "
             f"in {r.timings.get('total', 0):.1f} s"
         )
