@@ -30,7 +30,7 @@ from django.db.models import OuterRef, Subquery
 from pghistory.middleware import DjangoRequest
 
 from accounts.selectors import customer_visibility_q
-from crm.history_models import EVENT_MODELS, HISTORY_MODELS, NOT_TRACKED
+from crm.history_models import EVENT_MODELS, HISTORY_MODELS, NOT_TRACKED, QUIET_FIELDS
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPS = {"insert": "created", "update": "updated", "delete": "deleted"}
@@ -190,6 +190,10 @@ def entries(model: type[models.Model], events) -> list[HistoryEntry]:
         return []
     event_model = EVENT_MODELS[model]
     fields = tracked_fields(model)
+    # Fields whose change alone records nothing (an opportunity's scores and words, re-computed by
+    # the engine every night): an update lists them not, or the engine's changes since the record's
+    # last event would read as made by whoever changed its status.
+    quiet = set(QUIET_FIELDS.get(model, ()))
     previous_ids = dict(
         event_model.objects.filter(pk__in=[e.pk for e in events])
         .annotate(
@@ -221,7 +225,7 @@ def entries(model: type[models.Model], events) -> list[HistoryEntry]:
                     continue
             else:
                 old = getattr(before, f.attname)
-                if old == new:
+                if old == new or (op == "updated" and f.name in quiet):
                     continue
             changes.append(Change(f.name, str(f.verbose_name), old, new))
         if op == "updated" and before is not None and not changes:

@@ -115,6 +115,19 @@ def test_status_changes_of_suggestions_stay_in_the_history(make_user):
     expired = history.entries(Opportunity, OpportunityHistory.objects.filter(pgh_obj_id=dropped.pk).order_by("pgh_id"))
     assert [e.op for e in expired] == ["created", "updated"]
     assert next(c for c in expired[1].changes if c.field == "status").new == "expired"
+    # The engine's re-scoring between two events is not put down to the person who changed the status next.
+    rescored = Opportunity.objects.filter(product=conn, status="open").exclude(pk=dropped.pk).earliest("pk")
+    Product.objects.filter(pk=conn.pk).update(name="Data Link")
+    opportunities_regenerate(as_of=AS_OF)
+    rescored.refresh_from_db()
+    assert "Data Link" in rescored.evidence
+    opportunity_set_status(opportunity=rescored, status="accepted", user=user)
+    entries = history.entries(Opportunity, OpportunityHistory.objects.filter(pgh_obj_id=rescored.pk).order_by("pgh_id"))
+    assert [e.op for e in entries] == ["created", "updated"]
+    assert "status" in {c.field for c in entries[1].changes}
+    assert not {c.field for c in entries[1].changes} & {"evidence", "score", "expected_value", "generated_at"}
+    assert "Data Link" in OpportunityHistory.objects.filter(pgh_obj_id=rescored.pk).latest("pgh_id").evidence
+    Product.objects.filter(pk=conn.pk).update(name=conn.name)
     # Supported again: it reopens, recorded and in the feed.
     _, cursor = _feed(admin)
     Holding.objects.filter(customer=dropped.customer, product=conn).delete()
