@@ -47,14 +47,20 @@ _pending: ContextVar[set[int] | None] = ContextVar("clv_summary_pending", defaul
 # Keeping it current
 
 
-def summary_apply(*, customer_ids: Iterable[int] = (), added: Iterable[tuple[int, int]] = ()) -> int:
+def summary_apply(
+    *, customer_ids: Iterable[int] = (), added: Iterable[tuple[int, int]] = (), days: Iterable[tuple[int, date]] = ()
+) -> int:
     """Bring the kept summary of these customers up to date with their purchase lines; returns how many.
 
     customer_ids: customers whose lines changed in any way; their rows are recomputed from all
     their lines. added: (customer_id, purchase_id) of lines just inserted, for customers whose
     lines were only added to (the bulk upsert's new lines): on PostgreSQL those lines are added
     to their days, and only the one-row summary is recomputed from the days, which is the same
-    result for a fraction of the reads. A customer in both is recomputed.
+    result for a fraction of the reads. days: (customer_id, day) pairs, for customers whose lines
+    changed on those days only (the bulk upsert's updated lines: each line's day before and
+    after): on PostgreSQL those days are recomputed from their lines, then the summary row from
+    the days. A customer in customer_ids is recomputed whole; one in days takes no `added` lines
+    (give their days instead).
     Inside summary_deferred() the customers are only noted, and recomputed when the block ends.
     """
     ids = {int(c) for c in customer_ids if c is not None}
@@ -62,18 +68,22 @@ def summary_apply(*, customer_ids: Iterable[int] = (), added: Iterable[tuple[int
     for customer_id, purchase_id in added:
         if customer_id is not None and int(customer_id) not in ids:
             added_lines.setdefault(int(customer_id), []).append(int(purchase_id))
+    changed_days = {(int(c), d) for c, d in days if c is not None and int(c) not in ids}
     pending = _pending.get()
     if pending is not None:
-        pending |= ids | set(added_lines)
+        pending |= ids | set(added_lines) | {c for c, _ in changed_days}
         return 0
     if connection.vendor != "postgresql":
-        ids |= set(added_lines)
-        added_lines = {}
-    if not ids and not added_lines:
+        ids |= set(added_lines) | {c for c, _ in changed_days}
+        added_lines, changed_days = {}, set()
+    day_customers = {c for c, _ in changed_days}
+    if added_lines.keys() & day_customers:
+        raise ValueError("summary_apply: a customer given days takes the days of its added lines, not the lines")
+    if not ids and not added_lines and not changed_days:
         return 0
     with transaction.atomic():
-        _recompute(sorted(ids), added_lines)
-    return len(ids) + len(added_lines)
+        _recompute(sorted(ids), added_lines, sorted(changed_days))
+    return len(ids) + len(added_lines) + len(day_customers)
 
 
 def summary_apply_product(*, product_id: int) -> int:
@@ -129,16 +139,27 @@ def summary_rebuild() -> dict:
             "days_seconds": round(days_seconds, 3), "seconds": round(time.perf_counter() - started, 3)}
 
 
-def _recompute(ids: list[int], added: dict[int, list[int]] | None = None) -> None:
+def _recompute(
+    ids: list[int], added: dict[int, list[int]] | None = None, days: list[tuple[int, date]] | None = None
+) -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            _lock(cursor, sorted({*ids, *(added or ())}))  # one lock, in id order, for both kinds
+            day_customers = {c for c, _ in days or ()}
+            _lock(cursor, sorted({*ids, *(added or ()), *day_customers}))  # one lock, in id order, for all
             if ids:
                 _recompute_where(cursor, "customer_id = ANY(%s::bigint[])", [_pg_array(ids)])
             if added:
                 lines = [p for purchase_ids in added.values() for p in purchase_ids]
                 cursor.execute(_days_add_sql(), [_pg_array(lines)])
-                customers = [_pg_array(sorted(added))]
+            if days:
+                pairs = [_pg_array(c for c, _ in days), "{" + ",".join(d.isoformat() for _, d in days) + "}"]
+                cursor.execute(
+                    "DELETE FROM clv_purchaseday d USING unnest(%s::bigint[], %s::date[]) AS t(customer_id, day) "
+                    "WHERE d.customer_id = t.customer_id AND d.day = t.day", pairs,
+                )
+                cursor.execute(_days_of_sql(), pairs)
+            if added or days:
+                customers = [_pg_array(sorted({*(added or ()), *day_customers}))]
                 cursor.execute("DELETE FROM clv_purchasesummary WHERE customer_id = ANY(%s::bigint[])", customers)
                 cursor.execute(_summary_insert_sql("WHERE d.customer_id = ANY(%s::bigint[])"), customers)
         else:
@@ -210,6 +231,25 @@ def _days_add_sql() -> str:
             amount = clv_purchaseday.amount + EXCLUDED.amount,
             cost = clv_purchaseday.cost + EXCLUDED.cost,
             uncosted_price = clv_purchaseday.uncosted_price + EXCLUDED.uncosted_price
+    """
+
+
+def _days_of_sql() -> str:
+    """Recompute these (customer, day) pairs from their lines (PostgreSQL): each day's lines found
+    by the (customer, purchased_at) index between the day's local midnights."""
+    known_cost = "COALESCE(p.unit_cost, pr.unit_cost)"
+    zone = settings.TIME_ZONE
+    return f"""
+        INSERT INTO clv_purchaseday (customer_id, day, lines, amount, cost, uncosted_price)
+        SELECT p.customer_id, t.day, COUNT(*), SUM(p.amount),
+               SUM(CASE WHEN {known_cost} IS NULL THEN 0 ELSE p.quantity * {known_cost} END),
+               SUM(CASE WHEN {known_cost} IS NULL THEN p.quantity * p.unit_price ELSE 0 END)
+        FROM (SELECT DISTINCT * FROM unnest(%s::bigint[], %s::date[]) AS u(customer_id, day)) t
+        JOIN crm_purchase p ON p.customer_id = t.customer_id
+             AND p.purchased_at >= (t.day::timestamp AT TIME ZONE '{zone}')
+             AND p.purchased_at < ((t.day + 1)::timestamp AT TIME ZONE '{zone}')
+        LEFT JOIN crm_product pr ON pr.id = p.product_id
+        GROUP BY 1, 2
     """
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
@@ -26,6 +27,8 @@ from decimal import Decimal
 import numpy as np
 from django.conf import settings
 from django.db import connection, models
+from django.db.models import BooleanField, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 COPY_CHUNK_ROWS = 50_000
@@ -367,3 +370,16 @@ def fetch_arrays(sql: str, params: Sequence, kinds: Sequence[str]) -> list[np.nd
                       or any((rows[f"len{i}"] != 8).any() for i in range(len(kinds)))):
         raise ValueError("fetch_arrays: rows are not all of the declared types (a NULL or another type?)")
     return [rows[f"val{i}"].astype(t) for i, t in enumerate(native)]
+
+
+def among(model: type[models.Model], column: str, values: list) -> Q:
+    """`column IN values` as one parameter (PostgreSQL: an array; SQLite: a JSON list), instead of
+    the ORM's `__in`, which prepares and binds every value on its own (for a batch of a thousand
+    keys, more time than the query)."""
+    name = f"{connection.ops.quote_name(model._meta.db_table)}.{connection.ops.quote_name(column)}"
+    if connection.vendor == "postgresql":
+        return Q(RawSQL(f"{name} = ANY(%s)", [list(values)], output_field=BooleanField()))
+    if connection.vendor == "sqlite":
+        return Q(RawSQL(f"{name} IN (SELECT value FROM json_each(%s))", [json.dumps(list(values))],
+                        output_field=BooleanField()))
+    return Q(**{f"{'pk' if column == 'id' else column}__in": values})

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from clv.summary import summary_apply, summary_apply_product
-from crm.bulk import bulk_insert, insert_instances
+from crm.bulk import among, bulk_insert, insert_instances
 from crm.conflicts import ConcurrentWrite
 from crm.dates import record_date_errors
 from crm.models import (
@@ -174,7 +174,7 @@ def records_locked(*, model: type[models.Model], external_ids: Iterable[str]) ->
     Locked in id order, the one order every batch uses, so two batches sharing rows queue
     behind each other instead of deadlocking.
     """
-    rows = model.objects.select_for_update().filter(external_id__in=list(external_ids)).order_by("pk")
+    rows = model.objects.select_for_update().filter(among(model, "external_id", list(external_ids))).order_by("pk")
     return {row.external_id: row for row in rows}
 
 
@@ -198,7 +198,7 @@ def records_upsert(
     to_update: list[models.Model] = []
     update_fields: set[str] = set()
     many_values: list[tuple[models.Model, dict[str, Any], bool]] = []
-    customers_before: set[int] = set()
+    days_before: set[tuple[int, date]] = set()  # purchases: (customer, day) of each changed line before
     moved: list[tuple[models.Model, tuple[int | None, int | None]]] = []
     changed_of: dict[int, list[str]] = {}
     for data in records:
@@ -210,15 +210,15 @@ def records_upsert(
             to_create.append(row)
             results.append(("created", row))
         else:
-            customer_before = row.customer_id if model is Purchase else None
+            day_before = _purchase_day(row) if model is Purchase else None
             view_before = _view_before(row, data)
             changed = _apply_changes(row, data)
             changed_of[id(row)] = changed
             if changed:
                 if view_before is not None:
                     moved.append((row, view_before))
-                if customer_before is not None:
-                    customers_before.add(customer_before)
+                if day_before is not None:
+                    days_before.add(day_before)
                 row.updated_at = now
                 update_fields.update(changed)
                 to_update.append(row)
@@ -265,10 +265,14 @@ def records_upsert(
             if result != "unchanged":
                 _task_to_contact(row)
     if model is Purchase:
-        # New lines are added to their customers' kept days; a customer with a changed line is recomputed.
-        changed = {row.customer_id for result, row in results if result == "updated"} | customers_before
+        # The kept summary: a changed line's day before and after are recomputed, and the new lines are
+        # added to their days (or, for a customer with a changed line too, their days recomputed).
+        days = days_before | {_purchase_day(row) for result, row in results if result == "updated"}
+        day_customers = {c for c, _ in days}
+        created = [row for result, row in results if result == "created"]
+        days |= {_purchase_day(row) for row in created if row.customer_id in day_customers}
         summary_apply(
-            customer_ids=changed, added=[(row.customer_id, row.pk) for result, row in results if result == "created"]
+            added=[(row.customer_id, row.pk) for row in created if row.customer_id not in day_customers], days=days
         )
         _purchases_written(created=[row for result, row in results if result == "created"])
     elif model is Product and "unit_cost" in update_fields:
@@ -338,6 +342,14 @@ def _find_refused(results: list[tuple[str, models.Model]]) -> dict[int, dict[str
     if raced or not errors:  # nothing wrong with the records: a concurrent request wrote some of them
         raise ConcurrentWrite(raced)
     return errors
+
+
+def _purchase_day(row: Purchase) -> tuple[int, date]:
+    """A purchase line's customer and calendar day (in TIME_ZONE, as the kept summary counts days)."""
+    when = row.purchased_at
+    if timezone.is_naive(when):
+        when = timezone.make_aware(when, timezone.get_default_timezone())
+    return row.customer_id, timezone.localtime(when, timezone.get_default_timezone()).date()
 
 
 def _purchases_written(*, created: list[Purchase]) -> None:

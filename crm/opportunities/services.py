@@ -16,6 +16,7 @@ from django.db.models import Count, DecimalField, ExpressionWrapper, F, Q, Sum, 
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
+from crm.bulk import among
 from crm.models import Customer, Holding, Opportunity, Product, Purchase, Usage
 from crm.opportunities import engine
 
@@ -862,8 +863,8 @@ def opportunities_link_won_purchases(*, purchases: list[Purchase]) -> int:
     if not first:
         return 0
     candidates = Opportunity.objects.filter(
-        status=Opportunity.Status.WON, won_purchase__isnull=True,
-        customer_id__in={c for c, _ in first}, product_id__in={pr for _, pr in first},
+        among(Opportunity, "customer_id", sorted({c for c, _ in first})),
+        status=Opportunity.Status.WON, won_purchase__isnull=True, product_id__in={pr for _, pr in first},
     ).only("pk", "customer_id", "product_id", "status_changed_at")
     now = timezone.now()
     linked = 0

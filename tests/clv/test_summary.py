@@ -89,6 +89,8 @@ def test_every_write_path_keeps_the_summary_equal_to_a_full_rebuild():
     # batch is recomputed, together with a new line of its own
     f_ = crm.customer_create(name="F", external_id="F")
     keyed = crm.purchase_record(customer=c, purchased_at=at(date(2026, 2, 9)), amount=Decimal("7"), external_id="K1")
+    moving = crm.purchase_record(customer=d, purchased_at=at(date(2026, 5, 5), 9), amount=Decimal("3"),
+                                 external_id="K2")
     batch = [
         {"external_id": "N1", "customer": a, "purchased_at": at(date(2026, 3, 1), 10), "amount": Decimal("8.00"),
          "unit_price": Decimal("8.00"), "quantity": Decimal("1"), "product": kit},
@@ -99,9 +101,11 @@ def test_every_write_path_keeps_the_summary_equal_to_a_full_rebuild():
         {"external_id": "K1", "amount": Decimal("70.00"), "unit_price": Decimal("70.00")},
         {"external_id": "N4", "customer": c, "purchased_at": at(date(2026, 2, 9), 18), "amount": Decimal("1.00"),
          "unit_price": Decimal("1.00"), "quantity": Decimal("1")},
+        # to another customer and day: both customers' days before and after are recomputed
+        {"external_id": "K2", "customer": f_, "purchased_at": at(date(2026, 4, 9))},
     ]
-    results = crm.records_upsert(model=Purchase, records=batch, existing={"K1": keyed})
-    assert [r for r, _ in results] == ["created", "created", "created", "updated", "created"]
+    results = crm.records_upsert(model=Purchase, records=batch, existing={"K1": keyed, "K2": moving})
+    assert [r for r, _ in results] == ["created", "created", "created", "updated", "created", "updated"]
     kept_after_upsert = kept_rows()
     summary_rebuild()
     assert kept_rows() == kept_after_upsert
