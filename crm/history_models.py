@@ -64,7 +64,15 @@ def track_history(model: type[models.Model]) -> type[models.Model]:
     """Create the event model `<Model>History` for `model`, with insert, update and delete triggers."""
     name = model._meta.model_name
     quiet = QUIET_FIELDS.get(model)
-    update_condition = {"condition": pghistory.AnyChange(exclude=[*NOT_TRACKED, *quiet])} if quiet else {}
+    # With quiet fields, the update trigger is a row trigger whose condition is its WHEN clause,
+    # checked by PostgreSQL for each row without calling the trigger: a nightly rewrite of every
+    # suggestion's scores calls nothing. (A statement trigger would join the statement's old and
+    # new rows, transition tables with no index: with a plan cached for a few rows and a batch of
+    # thousands spilled to disk, one batch took seconds, a night's rewrite over five minutes.)
+    update_condition = (
+        {"condition": pghistory.AnyChange(exclude=[*NOT_TRACKED, *quiet]), "level": pghistory.Row} if quiet
+        else {"level": pghistory.Statement}
+    )
     indexes = [models.Index(fields=["pgh_obj", "pgh_id"], name=f"{name}_hist_obj")]
     for parent in ("customer", "holding"):
         if any(f.name == parent for f in model._meta.local_fields):
@@ -72,7 +80,7 @@ def track_history(model: type[models.Model]) -> type[models.Model]:
     return pghistory.create_event_model(
         model,
         pghistory.InsertEvent(level=pghistory.Statement),
-        pghistory.UpdateEvent(level=pghistory.Statement, **update_condition),
+        pghistory.UpdateEvent(**update_condition),
         pghistory.DeleteEvent(level=pghistory.Statement),
         exclude=list(NOT_TRACKED),
         obj_field=pghistory.ObjForeignKey(related_name="history", db_index=False),
