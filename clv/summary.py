@@ -180,8 +180,7 @@ def _lock(cursor, ids: list[int]) -> None:
     """
     if len(ids) <= ROW_LOCK_MAX:
         cursor.execute(
-            "SELECT id FROM crm_customer WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE",
-            ["{" + ",".join(map(str, ids)) + "}"],
+            "SELECT id FROM crm_customer WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE", [_pg_array(ids)],
         )
     else:
         cursor.execute("LOCK TABLE clv_purchaseday, clv_purchasesummary IN SHARE ROW EXCLUSIVE MODE")
@@ -208,49 +207,41 @@ def day_number(column: str) -> str:
     return f"CAST(julianday({column}) - 2440587.5 AS INTEGER)"
 
 
-def _days_insert_sql(where: str) -> str:
+def _days_insert_sql(where: str, *, lines: str = "crm_purchase p", day: str | None = None, then: str = "") -> str:
+    """INSERT the days of the purchase lines `lines` (aliased p) that match `where`, grouped by
+    customer and `day` (default: the line's calendar day); `then` follows (e.g. ON CONFLICT)."""
     known_cost = "COALESCE(p.unit_cost, pr.unit_cost)"
     return f"""
         INSERT INTO clv_purchaseday (customer_id, day, lines, amount, cost, uncosted_price)
-        SELECT p.customer_id, {day_of("p.purchased_at")}, COUNT(*), SUM(p.amount),
+        SELECT p.customer_id, {day or day_of("p.purchased_at")}, COUNT(*), SUM(p.amount),
                SUM(CASE WHEN {known_cost} IS NULL THEN 0 ELSE p.quantity * {known_cost} END),
                SUM(CASE WHEN {known_cost} IS NULL THEN p.quantity * p.unit_price ELSE 0 END)
-        FROM crm_purchase p LEFT JOIN crm_product pr ON pr.id = p.product_id
+        FROM {lines} LEFT JOIN crm_product pr ON pr.id = p.product_id
         {where}
         GROUP BY 1, 2
+        {then}
     """
 
 
 def _days_add_sql() -> str:
     """Add the purchase lines with these ids to their customers' days (new days are created)."""
-    select = _days_insert_sql("WHERE p.id = ANY(%s::bigint[])").split("INSERT INTO clv_purchaseday", 1)[1]
-    return f"""
-        INSERT INTO clv_purchaseday {select}
+    return _days_insert_sql("WHERE p.id = ANY(%s::bigint[])", then="""
         ON CONFLICT (customer_id, day) DO UPDATE SET
             lines = clv_purchaseday.lines + EXCLUDED.lines,
             amount = clv_purchaseday.amount + EXCLUDED.amount,
             cost = clv_purchaseday.cost + EXCLUDED.cost,
-            uncosted_price = clv_purchaseday.uncosted_price + EXCLUDED.uncosted_price
-    """
+            uncosted_price = clv_purchaseday.uncosted_price + EXCLUDED.uncosted_price""")
 
 
 def _days_of_sql() -> str:
     """Recompute these (customer, day) pairs from their lines (PostgreSQL): each day's lines found
     by the (customer, purchased_at) index between the day's local midnights."""
-    known_cost = "COALESCE(p.unit_cost, pr.unit_cost)"
     zone = settings.TIME_ZONE
-    return f"""
-        INSERT INTO clv_purchaseday (customer_id, day, lines, amount, cost, uncosted_price)
-        SELECT p.customer_id, t.day, COUNT(*), SUM(p.amount),
-               SUM(CASE WHEN {known_cost} IS NULL THEN 0 ELSE p.quantity * {known_cost} END),
-               SUM(CASE WHEN {known_cost} IS NULL THEN p.quantity * p.unit_price ELSE 0 END)
-        FROM (SELECT DISTINCT * FROM unnest(%s::bigint[], %s::date[]) AS u(customer_id, day)) t
+    return _days_insert_sql("", day="t.day", lines=f"""
+        (SELECT DISTINCT * FROM unnest(%s::bigint[], %s::date[]) AS u(customer_id, day)) t
         JOIN crm_purchase p ON p.customer_id = t.customer_id
              AND p.purchased_at >= (t.day::timestamp AT TIME ZONE '{zone}')
-             AND p.purchased_at < ((t.day + 1)::timestamp AT TIME ZONE '{zone}')
-        LEFT JOIN crm_product pr ON pr.id = p.product_id
-        GROUP BY 1, 2
-    """
+             AND p.purchased_at < ((t.day + 1)::timestamp AT TIME ZONE '{zone}')""")
 
 
 def _summary_insert_sql(where: str) -> str:

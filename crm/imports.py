@@ -109,7 +109,7 @@ def import_purchases_csv(
         customers = _CustomerCache(user)
         products = dict(Product.objects.values_list("sku", "pk"))
         parse = _RowParser(index, customers, products, date_format, timezone.now())
-        keyed = (_KeyedWriter(customers, user, parse.keys, parse.ids, parse.id_at is not None)
+        keyed = (_KeyedWriter(customers, parse.keys, parse.ids, parse.id_at is not None)
                  if parse.keyed else None)
         width = len(header)
         batch: list[tuple] = []
@@ -215,12 +215,12 @@ class _KeyedWriter:
     """A file with an external_id or id column: each batch's lines split into new ones (inserted
     by the bulk path) and stored ones (updated when they differ), the stored ones found in one query."""
 
-    def __init__(self, customers: _CustomerCache, user, keys: _SeenOnce, ids: _SeenOnce, with_ids: bool):
+    def __init__(self, customers: _CustomerCache, keys: _SeenOnce, ids: _SeenOnce, with_ids: bool):
         self.customers = customers
         self.seen = (keys, ids)
         self.ids = ids  # the file's ids read so far -> their line
         self.with_ids = with_ids
-        self.restricted = user if user is not None and not user.sees_everything else None
+        self.restricted = customers.restricted
         # Lines the import itself adds get ids above this: an id of the file is matched only against
         # lines stored before it began (an id from another book that the import just gave a new line
         # must not update that line).
@@ -322,7 +322,7 @@ class _CustomerCache:
         if not self.pending:
             return
         wanted = list(self.pending)
-        found = dict(Customer.objects.filter(external_id__in=wanted).values_list("external_id", "pk"))
+        found = dict(Customer.objects.filter(among(Customer, "external_id", wanted)).values_list("external_id", "pk"))
         if self.restricted is not None and found:
             seen = set(Customer.objects.visible_to(self.restricted).filter(pk__in=list(found.values()))
                        .values_list("pk", flat=True))
@@ -341,7 +341,7 @@ class _CustomerCache:
                 ((e, e, "company", "transactional", "acquired", "", "", "", "", "", "", "", self.owner_id, now, now)
                  for e in new),
             )
-            found.update(Customer.objects.filter(external_id__in=new).values_list("external_id", "pk"))
+            found.update(Customer.objects.filter(among(Customer, "external_id", new)).values_list("external_id", "pk"))
             self.created += len(new)
         self.known.update(found)
         self.pending.clear()

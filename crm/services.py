@@ -274,7 +274,7 @@ def records_upsert(
         summary_apply(
             added=[(row.customer_id, row.pk) for row in created if row.customer_id not in day_customers], days=days
         )
-        _purchases_written(created=[row for result, row in results if result == "created"])
+        _purchases_written(created=created)
     elif model is Product and "unit_cost" in update_fields:
         for row in to_update:
             summary_apply_product(product_id=row.pk)

@@ -16,7 +16,7 @@ from django.db.models import Count, DecimalField, ExpressionWrapper, F, Q, Sum, 
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
-from crm.bulk import among
+from crm.bulk import among, bulk_insert
 from crm.models import Customer, Holding, Opportunity, Product, Purchase, Usage
 from crm.opportunities import engine
 
@@ -782,8 +782,6 @@ NEW_COLUMNS = (
 def _copy_new(new: list[tuple], now) -> None:
     """Insert the new suggestions with one COPY (PostgreSQL): the feed's trigger places each row and
     the history's statement trigger records each creation, as for any other insert."""
-    from crm.bulk import bulk_insert  # noqa: PLC0415
-
     rows = (
         (now, now, k[0], k[1], k[2], s[0], max(s[1], 0.0), _money(s[2]), s[3], json.dumps(s[4]), s[5],
          Opportunity.Status.OPEN, now, "", "")
