@@ -55,7 +55,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.selectors import customer_visibility_q
 from crm.models import Contact, Customer, NextActionShown, Opportunity, Purchase, Task
-from crm.selectors.values import annotate_run_values, clv_field, clv_ready, current_run, previous_run
+from crm.selectors.values import annotate_run_values, clv_field, clv_ready, current_run, previous_run, run_cache_key
 
 Kind = NextActionShown.Kind
 KIND_ORDER = {k: i for i, k in enumerate(Kind.values)}
@@ -187,8 +187,7 @@ def _retention_candidates(owner_ids, run, prev) -> dict[int, list[int]]:
     is done once per run and salesperson (or after RETENTION_CACHE_SECONDS, for accounts that
     changed hands); contacts, ownership and visibility are checked live on these candidates.
     """
-    runs = f"{run.pk}.{run.started_at:%s%f}:{prev.pk}.{prev.started_at:%s%f}"  # ids alone may come back after a restore
-    keys = {pk: f"nba:retention:{runs}:{pk}" for pk in owner_ids}
+    keys = {pk: f"nba:retention:{run_cache_key(run, prev)}:{pk}" for pk in owner_ids}
     found = cache.get_many(list(keys.values()))
     out = {pk: found[key] for pk, key in keys.items() if key in found}
     missing = [pk for pk in owner_ids if pk not in out]

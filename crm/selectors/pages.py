@@ -25,6 +25,7 @@ from crm.selectors.values import (
     customer_value_history,
     next_12m_field,
     previous_run,
+    run_cache_key,
 )
 
 # A customer whose probability of still being active is below this is "at risk".
@@ -420,7 +421,7 @@ def _at_risk_candidates(user, run) -> list[int]:
     """
     from django.core.cache import cache
 
-    key = f"myday:at_risk:{run.pk}.{run.started_at:%s%f}:{user.pk}"  # ids alone may come back after a restore
+    key = f"myday:at_risk:{run_cache_key(run)}:{user.pk}"
     ids = cache.get(key)
     if ids is None:
         qs = annotate_run_values(Customer.objects.filter(owner=user), run, fields=("clv", "p_alive", "historical_value"))

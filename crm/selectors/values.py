@@ -103,6 +103,12 @@ def stored_field(name: str) -> str:
     return name
 
 
+def run_cache_key(*runs) -> str:
+    """A part of a cache key naming these CLV runs: their ids and start times (ids alone may come
+    back after a restore), for what is computed once per run and kept."""
+    return ":".join(f"{run.pk}.{run.started_at:%s%f}" for run in runs)
+
+
 def annotate_run_values(qs: QuerySet, run, *, prefix: str = "", fields=VALUE_FIELDS) -> QuerySet:
     """Annotate customers with their values in `run` through one LEFT JOIN (no per-row subquery)."""
     if run is None:
