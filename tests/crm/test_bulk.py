@@ -133,3 +133,32 @@ def test_bulk_insert_reads_back_as_the_orm_wrote_it_and_places_rows_in_the_feed(
     later.refresh_from_db()
     assert earlier.change_seq < written.change_seq < later.change_seq
     assert written.change_seq % 2 == 0
+
+
+@pytest.mark.postgres
+def test_pg_array_literals_read_back_as_the_values_they_were_made_of():
+    from datetime import UTC, datetime, timedelta
+    from datetime import timezone as tz
+
+    from django.db import connection
+
+    from crm.bulk import pg_array
+
+    texts = ['plain', '', 'NULL', 'a,b', '{braces}', 'say "hi"', 'back\\slash', 'tail\\', ' spaced ', 'line\nbreak',
+             'é ü 漢字', None]
+    cases = [
+        ("text", texts),
+        ("bigint", [1, -2, 2**63 - 1, None]),
+        ("numeric", [Decimal("0.10"), Decimal("-19.990"), Decimal("1E+3"), None]),
+        ("timestamptz", [datetime(2026, 1, 5, 23, 30, tzinfo=tz(timedelta(hours=-5))),
+                         datetime(2026, 3, 1, 0, 0, 0, 123456, tzinfo=UTC), None]),
+        ("date", [date(1900, 1, 1), date(2026, 12, 31), None]),
+        ("boolean", [True, False, None]),
+    ]
+    with connection.cursor() as cursor:
+        for kind, values in cases:
+            cursor.execute(f"SELECT unnest(%s::{kind}[])", [pg_array(values)])
+            assert [row[0] for row in cursor.fetchall()] == values, kind
+    assert pg_array([{"a": 1}]) is None  # JSON: the caller binds the list itself
+    assert pg_array([1.5]) is None
+    assert pg_array([]) == "{}"
