@@ -310,3 +310,10 @@ def test_an_update_of_an_opportunitys_scores_only_records_nothing(book):
     Opportunity.objects.filter(pk=opportunity.pk).update(status="accepted", score=0.5)
     assert events.count() == before + 1
     assert events.order_by("-pgh_id").first().score == pytest.approx(0.5)
+
+
+def test_the_demo_data_is_recorded_as_made_by_seed_demo():
+    call_command("seed_demo", customers=30, seed=3)
+    events = EVENT_MODELS[Customer].objects.filter(pgh_label="insert")
+    assert events.count() >= 30
+    assert set(events.values_list("pgh_context__metadata__via", flat=True)) == {"seed_demo"}
