@@ -32,7 +32,9 @@ from rest_framework import views as _drf_views  # noqa: F401  (before crm.api.pr
 from accounts.models import User
 from crm import services
 from crm.api import serializers as s
+from crm.api.fast import BulkValidation
 from crm.api.problems import ExternalIdTaken, flatten_errors
+from crm.bulk import among
 from crm.conflicts import ConcurrentWrite
 from crm.exports import FORMULA_STARTS
 from crm.models import Contact, Customer, Event, Holding, Person, Product, Purchase, Usage
@@ -472,6 +474,7 @@ class _Importer:
         self.label_of = label_of
         self.seen: dict[str, int] = {}  # external_id -> first line
         self.serializer = kind.serializer_class(context={"request": SimpleNamespace(user=user)})
+        self.validate = BulkValidation(self.serializer)
         self.assignable = None
 
     def error(self, line: int, target: str, message: str) -> None:
@@ -506,7 +509,7 @@ class _Importer:
         visible = (
             set(
                 s.visible_queryset(model, self.user)
-                .filter(external_id__in=list(stored))
+                .filter(among(model, "external_id", list(stored)))
                 .values_list("external_id", flat=True)
             )
             if stored
@@ -522,9 +525,7 @@ class _Importer:
                 continue
             instance = stored.get(key)
             try:
-                data = dict(
-                    s.run_validation_for(self.serializer, record, instance=instance, partial=instance is not None)
-                )
+                data = dict(self.validate(record, instance=instance, partial=instance is not None))
             except exceptions.ValidationError as exc:
                 for problem in flatten_errors(exc.detail):
                     self.error(line, problem["field"], problem["message"])

@@ -35,6 +35,18 @@ def visible_queryset(model, user):
 
 
 @extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}]})
+def storable_key(text: str) -> bool:
+    """Could this be a stored external_id? At most 100 characters, no NUL, no lone surrogate
+    (neither can be sent to the database)."""
+    if len(text) > 100 or "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class RefField(serializers.RelatedField):
     """A related record, given by id (integer) or external_id (string), among those the caller may see.
 
@@ -65,7 +77,7 @@ class RefField(serializers.RelatedField):
     def _key(self, data):
         if isinstance(data, bool) or not isinstance(data, int | str) or data == "":
             self.fail("incorrect_type", data_type=type(data).__name__)
-        if isinstance(data, str) and ("\x00" in data or len(data) > 100):
+        if isinstance(data, str) and not storable_key(data):
             self.fail("does_not_exist", model=self.model._meta.verbose_name, by="external_id", value=data[:100])
         return ("pk", data) if isinstance(data, int) else ("external_id", data)
 
@@ -96,7 +108,7 @@ def prefetch_refs(serializer: serializers.Serializer, records: list, user) -> di
                 continue
             if isinstance(value, int) and 0 < value <= BIGINT_MAX:
                 ids.add(value)
-            elif isinstance(value, str) and value and "\x00" not in value and len(value) <= 100:
+            elif isinstance(value, str) and value and storable_key(value):
                 external_ids.add(value)
         if not ids and not external_ids:
             continue

@@ -27,7 +27,7 @@ from rest_framework.response import Response
 from crm import services
 from crm.api import fast
 from crm.api.problems import BulkInvalid, ExternalIdTaken, PreconditionFailed, flatten_errors
-from crm.api.serializers import prefetch_refs, run_validation_for
+from crm.api.serializers import prefetch_refs, storable_key
 from crm.bulk import among
 from crm.conflicts import retrying
 from crm.models import IdempotencyRecord
@@ -283,7 +283,7 @@ class SyncedViewSet(viewsets.ModelViewSet):
         keys = []
         for index, record in enumerate(records):
             key = record.get("external_id") if isinstance(record, dict) else None
-            if not isinstance(key, str) or not key or len(key) > 100 or "\x00" in key:
+            if not isinstance(key, str) or not key or not storable_key(key):
                 errors.append({"index": index, "field": "external_id",
                                "message": "Every record needs an external_id (a string of 1 to 100 characters).",
                                "code": "required"})
@@ -305,6 +305,7 @@ class SyncedViewSet(viewsets.ModelViewSet):
             ) if stored else set()
             serializer = self.get_serializer()
             serializer.context["ref_cache"] = prefetch_refs(serializer, records, request.user)
+            validate = fast.BulkValidation(serializer)
             validated = []
             for index, (record, key) in enumerate(zip(records, keys, strict=True)):
                 if key in stored and key not in visible:
@@ -312,8 +313,7 @@ class SyncedViewSet(viewsets.ModelViewSet):
                                    "code": "external_id_taken"})
                     continue
                 try:
-                    validated.append(run_validation_for(serializer, record, instance=stored.get(key),
-                                                        partial=key in stored))
+                    validated.append(validate(record, instance=stored.get(key), partial=key in stored))
                 except exceptions.ValidationError as exc:
                     for error in flatten_errors(exc.detail):
                         errors.append({"index": index, **error})
