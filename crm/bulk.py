@@ -384,6 +384,7 @@ def pg_array(values: Iterable) -> str | None:
     literal per column.
     """
     out = []
+    last = last_text = None  # a batch's rows often share one stamp (created_at, updated_at)
     for value in values:
         kind = type(value)
         if value is None:
@@ -393,7 +394,9 @@ def pg_array(values: Iterable) -> str | None:
         elif kind is int or kind is Decimal:
             out.append(str(value))
         elif kind is dt.datetime or kind is dt.date:
-            out.append(value.isoformat())
+            if value is not last:
+                last, last_text = value, value.isoformat()
+            out.append(last_text)
         elif kind is bool:
             out.append("t" if value else "f")
         else:
