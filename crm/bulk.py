@@ -414,7 +414,9 @@ def among(model: type[models.Model], column: str, values: list) -> Q:
         literal = pg_array(values)
         if literal is None:
             return Q(RawSQL(f"{name} = ANY(%s)", [list(values)], output_field=BooleanField()))
-        return Q(RawSQL(f"{name} = ANY(%s::{field.db_type(connection)}[])", [literal], output_field=BooleanField()))
+        # varchar without its length: a cast to varchar(100) would cut a longer value to one that may match.
+        kind = "varchar" if field.db_type(connection).startswith("varchar") else field.db_type(connection)
+        return Q(RawSQL(f"{name} = ANY(%s::{kind}[])", [literal], output_field=BooleanField()))
     if connection.vendor == "sqlite":
         return Q(RawSQL(f"{name} IN (SELECT value FROM json_each(%s))", [json.dumps(list(values))],
                         output_field=BooleanField()))

@@ -162,3 +162,16 @@ def test_pg_array_literals_read_back_as_the_values_they_were_made_of():
     assert pg_array([{"a": 1}]) is None  # JSON: the caller binds the list itself
     assert pg_array([1.5]) is None
     assert pg_array([]) == "{}"
+
+
+@pytest.mark.postgres
+def test_among_matches_whole_values_only():
+    from crm.bulk import among
+    from crm.models import Customer
+
+    stored = f.customer(external_id="K" * 100)
+    assert list(Customer.objects.filter(among(Customer, "external_id", ["K" * 100])).values_list("pk", flat=True)) == [
+        stored.pk]
+    assert not Customer.objects.filter(among(Customer, "external_id", ["K" * 101, 'K"', "K\\\\"])).exists()
+    assert list(Customer.objects.filter(among(Customer, "id", [stored.pk, 0])).values_list("pk", flat=True)) == [
+        stored.pk]
