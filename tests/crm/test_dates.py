@@ -24,6 +24,26 @@ def test_happened_accepts_1900_to_now_and_names_the_range_otherwise():
     assert too_late == "The time cannot be in the future: give a date between 1 Jan 1900 and today."
 
 
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Asia/Kolkata"])
+def test_times_around_1900_are_judged_by_the_local_day_in_every_time_zone(settings, zone):
+    from zoneinfo import ZoneInfo
+
+    from django.utils.timezone import override
+
+    tz = ZoneInfo(zone)
+    with override(tz):
+        first = datetime(1900, 1, 1, tzinfo=tz)  # local midnight: the first moment allowed
+        for moment in (first, first + timedelta(hours=13), first + timedelta(days=1, hours=2)):
+            assert dates.happened_error(moment, "The time") is None, moment
+            assert dates.happened_error(moment.astimezone(UTC), "The time") is None, moment
+        before = first - timedelta(seconds=1)
+        assert dates.happened_error(before, "The time") == "The time must be between 1 Jan 1900 and now."
+        assert dates.happened_error(before.astimezone(UTC), "The time") == (
+            "The time must be between 1 Jan 1900 and now.")
+        assert dates.happened_error(timezone.now() + timedelta(hours=13), "The time") == (
+            "The time cannot be in the future: give a date between 1 Jan 1900 and today.")
+
+
 def test_planned_accepts_up_to_two_years_ahead():
     latest = timezone.localdate() + timedelta(days=dates.FOLLOW_UP_DAYS_AHEAD)
     assert dates.planned_error(latest, "The follow-up date") is None
