@@ -8,6 +8,7 @@ with field messages on bad input.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -15,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, models, transaction
+from django.db import IntegrityError, connection, models, router, transaction
 from django.utils import timezone
 
 from accounts.models import User
@@ -73,6 +74,50 @@ def _split_many_to_many(model: type[models.Model], data: dict[str, Any]) -> dict
     """Pop many-to-many values (e.g. a contact's people) out of `data`."""
     names = {f.name for f in model._meta.many_to_many}
     return {name: data.pop(name) for name in list(data) if name in names}
+
+
+def new_instance(model: type[models.Model], data: dict[str, Any]) -> models.Model:
+    """`model(**data)` for validated values, about three times faster for a batch of them.
+
+    Django's keyword path looks every field up by name and assigns each related record through
+    its descriptor (type and database-router checks); here every concrete field is passed in
+    order, related records as their key with the record itself put in the instance's cache, as
+    the descriptor leaves it. Anything else in `data` (a property, an unknown name) takes
+    Django's own path.
+    """
+    fields = _construction_plan(model)
+    if fields is None or not fields.keys() >= data.keys():
+        return model(**data)
+    args = []
+    related = []
+    for name, field, target in fields.values():
+        if name in data:
+            value = data[name]
+            if target is not None:
+                related.append((field, value))
+                value = None if value is None else getattr(value, target)
+            args.append(value)
+        else:
+            args.append(field.get_default())
+    instance = model(*args)
+    for field, value in related:
+        field.set_cached_value(instance, value)
+        if value is not None and instance._state.db is None:  # as the descriptor sets it
+            instance._state.db = router.db_for_write(model, instance=value)
+    return instance
+
+
+@functools.cache
+def _construction_plan(model: type[models.Model]) -> dict[str, tuple[str, models.Field, str | None]] | None:
+    """name -> (name, field, the related record's attribute its key is read from, or None), in the
+    order of the model's concrete fields (the order Model.__init__ takes positional values in);
+    None for a model with a one-to-one field (its descriptor also fills the other side's cache)."""
+    if any(f.one_to_one for f in model._meta.concrete_fields):
+        return None
+    return {
+        f.name: (f.name, f, f.target_field.attname if f.many_to_one else None)
+        for f in model._meta.concrete_fields
+    }
 
 
 def _many_to_many_changed(instance: models.Model, values: dict[str, Any]) -> list[str]:
@@ -206,7 +251,7 @@ def records_upsert(
         many = _split_many_to_many(model, data)
         row = existing.get(data["external_id"])
         if row is None:
-            row = model(**data)
+            row = new_instance(model, data)
             to_create.append(row)
             results.append(("created", row))
         else:
