@@ -34,7 +34,6 @@ def visible_queryset(model, user):
     return model.objects.all() if model is Product else model.objects.visible_to(user)
 
 
-@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}]})
 def storable_key(text: str) -> bool:
     """Could this be a stored external_id? At most 100 characters, no NUL, no lone surrogate
     (neither can be sent to the database)."""
@@ -47,6 +46,7 @@ def storable_key(text: str) -> bool:
     return True
 
 
+@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}]})
 class RefField(serializers.RelatedField):
     """A related record, given by id (integer) or external_id (string), among those the caller may see.
 
