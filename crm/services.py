@@ -77,7 +77,7 @@ def _split_many_to_many(model: type[models.Model], data: dict[str, Any]) -> dict
 
 
 def new_instance(model: type[models.Model], data: dict[str, Any]) -> models.Model:
-    """`model(**data)` for validated values, about three times faster for a batch of them.
+    """`model(**data)` for validated values, faster for a batch of them (12 -> 7 ms per 1,000 purchase lines).
 
     Django's keyword path looks every field up by name and assigns each related record through
     its descriptor (type and database-router checks); here every concrete field is passed in
