@@ -415,7 +415,8 @@ def among(model: type[models.Model], column: str, values: list) -> Q:
         if literal is None:
             return Q(RawSQL(f"{name} = ANY(%s)", [list(values)], output_field=BooleanField()))
         # varchar without its length: a cast to varchar(100) would cut a longer value to one that may match.
-        kind = "varchar" if field.db_type(connection).startswith("varchar") else field.db_type(connection)
+        kind = field.db_type(connection)
+        kind = "varchar" if kind.startswith("varchar") else kind
         return Q(RawSQL(f"{name} = ANY(%s::{kind}[])", [literal], output_field=BooleanField()))
     if connection.vendor == "sqlite":
         return Q(RawSQL(f"{name} IN (SELECT value FROM json_each(%s))", [json.dumps(list(values))],

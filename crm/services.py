@@ -341,7 +341,7 @@ def _bulk_update(model: type[models.Model], rows: list[models.Model], fields: li
     model_fields = [opts.get_field(name) for name in fields]
     qn = connection.ops.quote_name
     names = ", ".join(qn(f.column) for f in model_fields)
-    assignments = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}" for f in model_fields)
+    assignments = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}::{f.db_type(connection)}" for f in model_fields)
     columns = [[row.pk for row in rows]] + [
         [f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows] for f in model_fields
     ]
@@ -354,9 +354,6 @@ def _bulk_update(model: type[models.Model], rows: list[models.Model], fields: li
         placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
         source = f"(VALUES {', '.join([placeholders] * len(rows))})"
         params = [value for values in zip(*columns, strict=True) for value in values]
-        assignments = ", ".join(
-            f"{qn(f.column)} = v.{qn(f.column)}::{f.db_type(connection)}" for f in model_fields
-        )
     sql = (f"UPDATE {qn(opts.db_table)} AS t SET {assignments} "
            f"FROM {source} AS v(id, {names}) WHERE t.id = v.id::bigint")
     with connection.cursor() as cursor:

@@ -9,10 +9,10 @@ fields, so a new field is covered or (if unsupported) the view falls back to the
 
 Writes: `BulkValidation` validates the records of a bulk upsert or an import with each field's
 own conversion and validators, without DRF's layers around them (about 40 us a record through
-`run_validation`, half of it in those layers). A record it does not take as it is (a missing,
-empty or null value, an unknown field, a field of a kind it does not know, any error) is
-validated by the serializer itself, which gives DRF's answer and its error messages;
-`tests/api/test_fast_writes.py` checks both give the same values.
+`run_validation`, half of it in those layers). A record it does not take as it is (a missing
+value, an empty one DRF must answer, an unknown field, a field of a kind it does not know, any
+error) is validated by the serializer itself, which gives DRF's answer and its error messages;
+`tests/api/test_fast_writes.py` checks both give the same values and errors.
 """
 
 from __future__ import annotations
@@ -131,11 +131,12 @@ class BulkValidation:
 
     def __init__(self, serializer: serializers.Serializer):
         self.serializer = serializer
-        self.fields = []  # (name, source, field, convert) in the serializer's order
+        # (name, source, field, convert, validate_<name> or None, blank) in the serializer's order
+        self.fields = []
         self.known = set()
         self.required = set()
         self.has_default = set()
-        if serializer.get_validators() or serializer.validators:
+        if serializer.validators:
             return  # serializer-level validators: every record goes through DRF
         for name, field in serializer.fields.items():
             if field.read_only:
