@@ -373,6 +373,18 @@ def fetch_arrays(sql: str, params: Sequence, kinds: Sequence[str]) -> list[np.nd
     return [rows[f"val{i}"].astype(t) for i, t in enumerate(native)]
 
 
+def storable_key(text: str) -> bool:
+    """Could this be a stored external_id? At most 100 characters, no NUL, no lone surrogate
+    (neither can be sent to the database)."""
+    if len(text) > 100 or "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def pg_array(values: Iterable) -> str | None:
     """`values` as one PostgreSQL array literal ('{1,2,NULL}', '{"a","b"}'), to bind as one text
     parameter cast to the array's type (`%s::bigint[]`); None when a value is of a type it does not

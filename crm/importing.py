@@ -34,7 +34,7 @@ from crm import services
 from crm.api import serializers as s
 from crm.api.fast import BulkValidation
 from crm.api.problems import ExternalIdTaken, flatten_errors
-from crm.bulk import among
+from crm.bulk import among, storable_key
 from crm.conflicts import ConcurrentWrite
 from crm.exports import FORMULA_STARTS
 from crm.models import Contact, Customer, Event, Holding, Person, Product, Purchase, Usage
@@ -493,7 +493,7 @@ class _Importer:
             if not key:
                 self.error(line, "external_id", "Every row needs an external_id (the record's key in your system).")
                 continue
-            if len(key) > 100 or "\x00" in key:
+            if not storable_key(key):
                 self.error(line, "external_id", "At most 100 characters.")
                 continue
             if key in self.seen:

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from clv.models import PurchaseDay, PurchaseSummary
 from clv.summary import summary_deferred
-from crm.bulk import among, bulk_insert, refresh_statistics
+from crm.bulk import among, bulk_insert, refresh_statistics, storable_key
 from crm.dates import happened_error
 from crm.models import Customer, Product, Purchase
 from crm.services import (
@@ -428,7 +428,7 @@ class _RowParser:
                     order_ref, None, self.now, self.now)
         key = row[self.key_at].strip() if self.key_at is not None else ""
         if key:
-            if len(key) > 100 or "\x00" in key:
+            if not storable_key(key):
                 raise ImportError_(line, "external_id is longer than 100 characters or holds a NUL character")
             self.keys.add(key, line)
         pk_text = row[self.id_at].strip() if self.id_at is not None else ""

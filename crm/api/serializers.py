@@ -23,7 +23,7 @@ from rest_framework.fields import SkipField, empty
 
 from accounts.models import User
 from clv.models import ClvRun, CustomerValue
-from crm.bulk import among
+from crm.bulk import among, storable_key
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Task, Usage
 from crm.services import check_due_date, purchase_amounts
 
@@ -32,18 +32,6 @@ BIGINT_MAX = 2**63 - 1
 
 def visible_queryset(model, user):
     return model.objects.all() if model is Product else model.objects.visible_to(user)
-
-
-def storable_key(text: str) -> bool:
-    """Could this be a stored external_id? At most 100 characters, no NUL, no lone surrogate
-    (neither can be sent to the database)."""
-    if len(text) > 100 or "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 @extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}]})

@@ -27,8 +27,8 @@ from rest_framework.response import Response
 from crm import services
 from crm.api import fast
 from crm.api.problems import BulkInvalid, ExternalIdTaken, PreconditionFailed, flatten_errors
-from crm.api.serializers import prefetch_refs, storable_key
-from crm.bulk import among
+from crm.api.serializers import prefetch_refs
+from crm.bulk import among, storable_key
 from crm.conflicts import retrying
 from crm.models import IdempotencyRecord
 
