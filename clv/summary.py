@@ -7,7 +7,9 @@ first and last day, occasions, lines, value, value on repeat days and margin par
 crm.services calls summary_apply() with the customers a purchase write touched, in the
 write's transaction: their rows are recomputed from their purchase lines with set-based SQL.
 Recomputing (rather than adding deltas) makes an update that moves a purchase to another day
-or customer, a deleted purchase, or a product whose cost changed right by construction.
+or customer, a deleted purchase, or a product whose cost changed right by construction. Lines
+that are only added (the bulk upsert's new lines) are added to the kept rows instead, each
+summary row updated from the added days alone; tests check this equals a rebuild.
 Bulk writes inside summary_deferred() recompute once, at the end of the block.
 summary_rebuild() recomputes everything from scratch.
 
@@ -55,8 +57,8 @@ def summary_apply(
     customer_ids: customers whose lines changed in any way; their rows are recomputed from all
     their lines. added: (customer_id, purchase_id) of lines just inserted, for customers whose
     lines were only added to (the bulk upsert's new lines): on PostgreSQL those lines are added
-    to their days, and only the one-row summary is recomputed from the days, which is the same
-    result for a fraction of the reads. days: (customer_id, day) pairs, for customers whose lines
+    to their days and their summary rows in one statement that reads no other line or day of
+    the customer (_lines_add_sql), the same result for a fraction of the reads. days: (customer_id, day) pairs, for customers whose lines
     changed on those days only (the bulk upsert's updated lines: each line's day before and
     after): on PostgreSQL those days are recomputed from their lines, then the summary row from
     the days. A customer in customer_ids is recomputed whole; one in days takes no `added` lines
@@ -150,7 +152,7 @@ def _recompute(
                 _recompute_where(cursor, "customer_id = ANY(%s::bigint[])", [pg_array(ids)])
             if added:
                 lines = [p for purchase_ids in added.values() for p in purchase_ids]
-                cursor.execute(_days_add_sql(), [pg_array(lines)])
+                cursor.execute(_lines_add_sql(), [pg_array(lines)])
             if days:
                 pairs = [pg_array(c for c, _ in days), pg_array(d for _, d in days)]
                 cursor.execute(
@@ -158,8 +160,7 @@ def _recompute(
                     "WHERE d.customer_id = t.customer_id AND d.day = t.day", pairs,
                 )
                 cursor.execute(_days_of_sql(), pairs)
-            if added or days:
-                customers = [pg_array(sorted({*(added or ()), *day_customers}))]
+                customers = [pg_array(sorted(day_customers))]
                 cursor.execute("DELETE FROM clv_purchasesummary WHERE customer_id = ANY(%s::bigint[])", customers)
                 cursor.execute(_summary_insert_sql("WHERE d.customer_id = ANY(%s::bigint[])"), customers)
         else:
@@ -203,30 +204,74 @@ def day_number(column: str) -> str:
     return f"CAST(julianday({column}) - 2440587.5 AS INTEGER)"
 
 
-def _days_insert_sql(where: str, *, lines: str = "crm_purchase p", day: str | None = None, then: str = "") -> str:
-    """INSERT the days of the purchase lines `lines` (aliased p) that match `where`, grouped by
-    customer and `day` (default: the line's calendar day); `then` follows (e.g. ON CONFLICT)."""
+def _days_select_sql(where: str, *, lines: str = "crm_purchase p", day: str | None = None) -> str:
+    """SELECT the days (customer_id, day, lines, amount, cost, uncosted_price) of the purchase lines
+    `lines` (aliased p) that match `where`, grouped by customer and `day` (default: the line's calendar day)."""
     known_cost = "COALESCE(p.unit_cost, pr.unit_cost)"
     return f"""
-        INSERT INTO clv_purchaseday (customer_id, day, lines, amount, cost, uncosted_price)
         SELECT p.customer_id, {day or day_of("p.purchased_at")}, COUNT(*), SUM(p.amount),
                SUM(CASE WHEN {known_cost} IS NULL THEN 0 ELSE p.quantity * {known_cost} END),
                SUM(CASE WHEN {known_cost} IS NULL THEN p.quantity * p.unit_price ELSE 0 END)
         FROM {lines} LEFT JOIN crm_product pr ON pr.id = p.product_id
         {where}
         GROUP BY 1, 2
-        {then}
     """
 
 
-def _days_add_sql() -> str:
-    """Add the purchase lines with these ids to their customers' days (new days are created)."""
-    return _days_insert_sql("WHERE p.id = ANY(%s::bigint[])", then="""
-        ON CONFLICT (customer_id, day) DO UPDATE SET
-            lines = clv_purchaseday.lines + EXCLUDED.lines,
-            amount = clv_purchaseday.amount + EXCLUDED.amount,
-            cost = clv_purchaseday.cost + EXCLUDED.cost,
-            uncosted_price = clv_purchaseday.uncosted_price + EXCLUDED.uncosted_price""")
+def _days_insert_sql(where: str, *, lines: str = "crm_purchase p", day: str | None = None) -> str:
+    """INSERT the days of the purchase lines `lines` (aliased p) that match `where` (see _days_select_sql)."""
+    return ("INSERT INTO clv_purchaseday (customer_id, day, lines, amount, cost, uncosted_price)"
+            + _days_select_sql(where, lines=lines, day=day))
+
+
+def _lines_add_sql() -> str:
+    """Add the purchase lines with these ids (PostgreSQL, one statement): to their customers' days
+    (new days are created), and to their summary rows, from each row as it was and the added days
+    alone, without reading the customer's other days.
+
+    A day is new when its row holds only the added lines after the upsert (a kept day has at least
+    one line). The summary row (read as it was before the statement) then follows:
+    - days: the old count plus the new days; lines, value and cost parts: the old ones plus the added;
+    - first and last day: the earlier and the later of the old ones and the added;
+    - value on repeat days (after the first day): if an added day comes before the old first day,
+      every old day is now a repeat day (the old total) and so is every added day after the new
+      first; otherwise the old repeat value plus the added value after the old first day.
+    Sums of exact decimals in another order: the same numbers as summing the days again, which
+    tests/clv/test_summary.py checks against summary_rebuild().
+    """
+    return f"""
+        WITH added (customer_id, day, lines, amount, cost, uncosted_price) AS (
+            {_days_select_sql("WHERE p.id = ANY(%s::bigint[])")}
+        ),
+        written AS (
+            INSERT INTO clv_purchaseday (customer_id, day, lines, amount, cost, uncosted_price)
+            SELECT customer_id, day, lines, amount, cost, uncosted_price FROM added
+            ON CONFLICT (customer_id, day) DO UPDATE SET
+                lines = clv_purchaseday.lines + EXCLUDED.lines,
+                amount = clv_purchaseday.amount + EXCLUDED.amount,
+                cost = clv_purchaseday.cost + EXCLUDED.cost,
+                uncosted_price = clv_purchaseday.uncosted_price + EXCLUDED.uncosted_price
+            RETURNING customer_id, day, lines
+        )
+        INSERT INTO clv_purchasesummary
+            (customer_id, first_day, last_day, days, lines, total_value, repeat_value, cost, uncosted_price)
+        SELECT a.customer_id, LEAST(s.first_day, MIN(a.day)), GREATEST(s.last_day, MAX(a.day)),
+               COALESCE(s.days, 0) + COUNT(*) FILTER (WHERE w.lines = a.lines),
+               COALESCE(s.lines, 0) + SUM(a.lines),
+               COALESCE(s.total_value, 0) + SUM(a.amount),
+               CASE WHEN s.customer_id IS NULL OR MIN(a.day) < s.first_day
+                    THEN COALESCE(s.total_value, 0) + COALESCE(SUM(a.amount) FILTER (WHERE a.day > a.first_added), 0)
+                    ELSE s.repeat_value + COALESCE(SUM(a.amount) FILTER (WHERE a.day > s.first_day), 0) END,
+               COALESCE(s.cost, 0) + SUM(a.cost), COALESCE(s.uncosted_price, 0) + SUM(a.uncosted_price)
+        FROM (SELECT *, MIN(day) OVER (PARTITION BY customer_id) AS first_added FROM added) a
+        JOIN written w ON w.customer_id = a.customer_id AND w.day = a.day
+        LEFT JOIN clv_purchasesummary s ON s.customer_id = a.customer_id
+        GROUP BY a.customer_id, s.customer_id
+        ON CONFLICT (customer_id) DO UPDATE SET
+            first_day = EXCLUDED.first_day, last_day = EXCLUDED.last_day, days = EXCLUDED.days,
+            lines = EXCLUDED.lines, total_value = EXCLUDED.total_value, repeat_value = EXCLUDED.repeat_value,
+            cost = EXCLUDED.cost, uncosted_price = EXCLUDED.uncosted_price
+    """
 
 
 def _days_of_sql() -> str:

@@ -136,6 +136,48 @@ def test_every_write_path_keeps_the_summary_equal_to_a_full_rebuild():
     assert summary_source(as_of=date(2026, 12, 31)).name == "kept"
 
 
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_lines_added_by_bulk_upsert_keep_the_summary_equal_to_a_full_rebuild(seed):
+    """New lines only (the bulk upsert's common batch): each summary row is updated from the added
+    days alone. Added days fall before, on, between and after a customer's kept days, several on one
+    day, for customers with lines and without; rows and days must equal a rebuild from every line."""
+    rng = np.random.default_rng(seed)
+    products = [None, f.product(unit_cost=Decimal("4.00")), f.product(unit_cost=Decimal("0.00"))]
+    customers = [crm.customer_create(name=f"C{i}", external_id=f"C{seed}-{i}") for i in range(12)]
+    base = date(2026, 3, 1)
+
+    def line(customer, key):
+        day = base + timedelta(days=int(rng.integers(-40, 40)))
+        quantity = Decimal(int(rng.integers(1, 4)))
+        amount = Decimal(int(rng.integers(0, 20000))) / 100
+        record = {"external_id": key, "customer": customer, "purchased_at": at(day, int(rng.integers(0, 24))),
+                  "amount": amount, "unit_price": (amount / quantity).quantize(Decimal("0.01")), "quantity": quantity,
+                  "product": products[int(rng.integers(0, 3))]}
+        if rng.random() < 0.3:
+            record["unit_cost"] = Decimal(int(rng.integers(0, 500))) / 100
+        return record
+
+    for i, customer in enumerate(customers[:9]):  # the last three have no lines before the batch
+        for j in range(int(rng.integers(1, 5))):
+            crm.records_upsert(model=Purchase, records=[line(customer, f"old-{seed}-{i}-{j}")], existing={})
+    summary_rebuild()
+    batch = [line(customers[int(rng.integers(0, 12))], f"new-{seed}-{k}") for k in range(60)]
+    # certain cases, whatever the draws: a day before a customer's first, on its first day, twice on one new day
+    first = PurchaseSummary.objects.get(customer=customers[0]).first_day
+    batch += [{**line(customers[0], f"new-{seed}-before"), "purchased_at": at(first - timedelta(days=3))},
+              {**line(customers[1], f"new-{seed}-on"),
+               "purchased_at": at(PurchaseSummary.objects.get(customer=customers[1]).first_day, 23)},
+              {**line(customers[11], f"new-{seed}-twice-1"), "purchased_at": at(base, 1)},
+              {**line(customers[11], f"new-{seed}-twice-2"), "purchased_at": at(base, 2)}]
+    results = crm.records_upsert(model=Purchase, records=batch, existing={})
+    assert {r for r, _ in results} == {"created"}
+    after_upsert = kept_rows()
+    assert len(after_upsert[1]) == 12
+    summary_rebuild()
+    assert kept_rows() == after_upsert
+
+
 def test_kept_summary_reads_exactly_what_the_aggregate_computes():
     seed_demo(customers=200, seed=5, as_of=AS_OF)
     for as_of, source in ((AS_OF, "kept"), (AS_OF - timedelta(days=90), "days")):
