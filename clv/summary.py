@@ -26,8 +26,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 import numpy as np
 from django.conf import settings
@@ -45,12 +46,25 @@ SQLITE_CHUNK = 500  # customer ids per IN (...) on SQLite
 _pending: ContextVar[set[int] | None] = ContextVar("clv_summary_pending", default=None)
 
 
+class LineValues(NamedTuple):
+    """What the kept summary counts of one purchase line (summary_apply's revalued: before and after a change)."""
+
+    customer_id: int
+    purchased_at: datetime
+    product_id: int | None
+    quantity: Decimal
+    unit_price: Decimal
+    amount: Decimal
+    unit_cost: Decimal | None
+
+
 # ---------------------------------------------------------------------------------------------
 # Keeping it current
 
 
 def summary_apply(
-    *, customer_ids: Iterable[int] = (), added: Iterable[tuple[int, int]] = (), days: Iterable[tuple[int, date]] = ()
+    *, customer_ids: Iterable[int] = (), added: Iterable[tuple[int, int]] = (), days: Iterable[tuple[int, date]] = (),
+    revalued: Iterable[tuple[LineValues, LineValues]] = (),
 ) -> int:
     """Bring the kept summary of these customers up to date with their purchase lines; returns how many.
 
@@ -62,7 +76,10 @@ def summary_apply(
     changed on those days only (the bulk upsert's updated lines: each line's day before and
     after): on PostgreSQL those days are recomputed from their lines, then the summary row from
     the days. A customer in customer_ids is recomputed whole; one in days takes no `added` lines
-    (give their days instead).
+    (give their days instead). revalued: lines whose values changed but not their customer or
+    day (the bulk upsert's updated amounts), each as (before, after) the change (LineValues): on
+    PostgreSQL the difference is added to its day and summary row, which reads no line; a
+    customer given revalued lines is given nothing else.
     Inside summary_deferred() the customers are only noted, and recomputed when the block ends.
     """
     ids = {int(c) for c in customer_ids if c is not None}
@@ -71,21 +88,25 @@ def summary_apply(
         if customer_id is not None and int(customer_id) not in ids:
             added_lines.setdefault(int(customer_id), []).append(int(purchase_id))
     changed_days = {(int(c), d) for c, d in days if c is not None and int(c) not in ids}
+    before = [(was, now) for was, now in revalued if was.customer_id not in ids]
     pending = _pending.get()
     if pending is not None:
-        pending |= ids | set(added_lines) | {c for c, _ in changed_days}
+        pending |= ids | set(added_lines) | {c for c, _ in changed_days} | {was.customer_id for was, _ in before}
         return 0
     if connection.vendor != "postgresql":
-        ids |= set(added_lines) | {c for c, _ in changed_days}
-        added_lines, changed_days = {}, set()
+        ids |= set(added_lines) | {c for c, _ in changed_days} | {was.customer_id for was, _ in before}
+        added_lines, changed_days, before = {}, set(), []
     day_customers = {c for c, _ in changed_days}
+    revalued_customers = {was.customer_id for was, _ in before}
     if added_lines.keys() & day_customers:
         raise ValueError("summary_apply: a customer given days takes the days of its added lines, not the lines")
-    if not ids and not added_lines and not changed_days:
+    if revalued_customers & (added_lines.keys() | day_customers):
+        raise ValueError("summary_apply: a customer given revalued lines takes nothing else (give its days instead)")
+    if not ids and not added_lines and not changed_days and not before:
         return 0
     with transaction.atomic():
-        _recompute(sorted(ids), added_lines, sorted(changed_days))
-    return len(ids) + len(added_lines) + len(day_customers)
+        _recompute(sorted(ids), added_lines, sorted(changed_days), before)
+    return len(ids) + len(added_lines) + len(day_customers) + len(revalued_customers)
 
 
 def summary_apply_product(*, product_id: int) -> int:
@@ -142,12 +163,15 @@ def summary_rebuild() -> dict:
 
 
 def _recompute(
-    ids: list[int], added: dict[int, list[int]] | None = None, days: list[tuple[int, date]] | None = None
+    ids: list[int], added: dict[int, list[int]] | None = None, days: list[tuple[int, date]] | None = None,
+    revalued: list[tuple[LineValues, LineValues]] | None = None,
 ) -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             day_customers = {c for c, _ in days or ()}
-            _lock(cursor, sorted({*ids, *(added or ()), *day_customers}))  # one lock, in id order, for all
+            revalued_customers = {was.customer_id for was, _ in revalued or ()}
+            # one lock, in id order, for all
+            _lock(cursor, sorted({*ids, *(added or ()), *day_customers, *revalued_customers}))
             if ids:
                 _recompute_where(cursor, "customer_id = ANY(%s::bigint[])", [pg_array(ids)])
             if added:
@@ -163,6 +187,11 @@ def _recompute(
                 customers = [pg_array(sorted(day_customers))]
                 cursor.execute("DELETE FROM clv_purchasesummary WHERE customer_id = ANY(%s::bigint[])", customers)
                 cursor.execute(_summary_insert_sql("WHERE d.customer_id = ANY(%s::bigint[])"), customers)
+            if revalued:
+                cursor.execute(_lines_revalued_sql(), [
+                    pg_array([line[i] for line in lines]) for lines in zip(*revalued, strict=True)
+                    for i in range(len(LineValues._fields))
+                ])
         else:
             for start in range(0, len(ids), SQLITE_CHUNK):
                 chunk = ids[start:start + SQLITE_CHUNK]
@@ -271,6 +300,54 @@ def _lines_add_sql() -> str:
             first_day = EXCLUDED.first_day, last_day = EXCLUDED.last_day, days = EXCLUDED.days,
             lines = EXCLUDED.lines, total_value = EXCLUDED.total_value, repeat_value = EXCLUDED.repeat_value,
             cost = EXCLUDED.cost, uncosted_price = EXCLUDED.uncosted_price
+    """
+
+
+def _lines_revalued_sql() -> str:
+    """Lines whose values changed on the same customer and day (PostgreSQL, one statement): each
+    day and summary row takes the difference between the lines after and before the change (bound
+    as arrays in LineValues' order, before then after, cast to the line's column types as the
+    stored values are), counted by the one formula of the days.
+
+    The lines and days stay where they were, so only the value and cost parts move: the value on
+    repeat days by the difference on days after the customer's first. Tested against a rebuild.
+    """
+    from crm.models import Purchase
+
+    def lines(alias: str) -> str:
+        types = ["bigint", "timestamptz", "bigint",
+                 *(Purchase._meta.get_field(name).db_type(connection)
+                   for name in ("quantity", "unit_price", "amount", "unit_cost"))]
+        arrays = ", ".join(f"%s::{kind}[]" for kind in types)
+        return f"unnest({arrays}) AS {alias}({', '.join(LineValues._fields)})"
+
+    return f"""
+        WITH difference AS (
+            SELECT customer_id, day, SUM(amount) AS amount, SUM(cost) AS cost, SUM(uncosted_price) AS uncosted_price
+            FROM (SELECT customer_id, day, -amount, -cost, -uncosted_price
+                  FROM ({_days_select_sql("", lines=lines("p"))}) AS was (customer_id, day, lines, amount, cost,
+                                                                           uncosted_price)
+                  UNION ALL
+                  SELECT customer_id, day, amount, cost, uncosted_price
+                  FROM ({_days_select_sql("", lines=lines("p"))}) AS now (customer_id, day, lines, amount, cost,
+                                                                           uncosted_price)
+            ) AS both_ (customer_id, day, amount, cost, uncosted_price)
+            GROUP BY customer_id, day
+        ),
+        days_written AS (
+            UPDATE clv_purchaseday d SET amount = d.amount + x.amount, cost = d.cost + x.cost,
+                   uncosted_price = d.uncosted_price + x.uncosted_price
+            FROM difference x WHERE d.customer_id = x.customer_id AND d.day = x.day
+        )
+        UPDATE clv_purchasesummary s SET
+            total_value = s.total_value + t.amount, repeat_value = s.repeat_value + t.repeat_amount,
+            cost = s.cost + t.cost, uncosted_price = s.uncosted_price + t.uncosted_price
+        FROM (SELECT x.customer_id, SUM(x.amount) AS amount,
+                     COALESCE(SUM(x.amount) FILTER (WHERE x.day > k.first_day), 0) AS repeat_amount,
+                     SUM(x.cost) AS cost, SUM(x.uncosted_price) AS uncosted_price
+              FROM difference x JOIN clv_purchasesummary k ON k.customer_id = x.customer_id
+              GROUP BY x.customer_id) t
+        WHERE s.customer_id = t.customer_id
     """
 
 

@@ -20,7 +20,7 @@ from django.db import IntegrityError, connection, models, router, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from clv.summary import summary_apply, summary_apply_product
+from clv.summary import LineValues, summary_apply, summary_apply_product
 from crm.bulk import among, bulk_insert, insert_instances, pg_array
 from crm.conflicts import ConcurrentWrite
 from crm.dates import record_date_errors
@@ -243,7 +243,8 @@ def records_upsert(
     to_update: list[models.Model] = []
     update_fields: set[str] = set()
     many_values: list[tuple[models.Model, dict[str, Any], bool]] = []
-    days_before: set[tuple[int, date]] = set()  # purchases: (customer, day) of each changed line before
+    days_moved: set[tuple[int, date]] = set()  # purchases: (customer, day) of each moved line, before and after
+    revalued: list[tuple[LineValues, LineValues]] = []  # purchases: changed on their customer and day
     moved: list[tuple[models.Model, tuple[int | None, int | None]]] = []
     changed_of: dict[int, list[str]] = {}
     for data in records:
@@ -255,15 +256,20 @@ def records_upsert(
             to_create.append(row)
             results.append(("created", row))
         else:
-            day_before = _purchase_day(row) if model is Purchase else None
+            line_before = _line_values(row) if model is Purchase else None
             view_before = _view_before(row, data)
             changed = _apply_changes(row, data)
             changed_of[id(row)] = changed
             if changed:
                 if view_before is not None:
                     moved.append((row, view_before))
-                if day_before is not None:
-                    days_before.add(day_before)
+                if line_before is not None:
+                    day_before = _purchase_day(line_before)
+                    day_after = _purchase_day(row)
+                    if day_after == day_before:
+                        revalued.append((line_before, _line_values(row)))
+                    else:
+                        days_moved |= {day_before, day_after}
                 row.updated_at = now
                 update_fields.update(changed)
                 to_update.append(row)
@@ -310,14 +316,19 @@ def records_upsert(
             if result != "unchanged":
                 _task_to_contact(row)
     if model is Purchase:
-        # The kept summary: a changed line's day before and after are recomputed, and the new lines are
-        # added to their days (or, for a customer with a changed line too, their days recomputed).
-        days = days_before | {_purchase_day(row) for result, row in results if result == "updated"}
-        day_customers = {c for c, _ in days}
+        # The kept summary: a moved line's day before and after are recomputed; a line that changed
+        # on its customer and day takes the difference; new lines are added to their days. A customer
+        # with a moved line, or with new and changed lines both, has every touched day recomputed.
         created = [row for result, row in results if result == "created"]
+        days = set(days_moved)
+        day_customers = {c for c, _ in days} | (
+            {was.customer_id for was, _ in revalued} & {row.customer_id for row in created}
+        )
+        days |= {_purchase_day(was) for was, _ in revalued if was.customer_id in day_customers}
         days |= {_purchase_day(row) for row in created if row.customer_id in day_customers}
         summary_apply(
-            added=[(row.customer_id, row.pk) for row in created if row.customer_id not in day_customers], days=days
+            added=[(row.customer_id, row.pk) for row in created if row.customer_id not in day_customers], days=days,
+            revalued=[(was, now) for was, now in revalued if was.customer_id not in day_customers],
         )
         _purchases_written(created=created)
     elif model is Product and "unit_cost" in update_fields:
@@ -392,7 +403,13 @@ def _find_refused(results: list[tuple[str, models.Model]]) -> dict[int, dict[str
     return errors
 
 
-def _purchase_day(row: Purchase) -> tuple[int, date]:
+def _line_values(row: Purchase) -> LineValues:
+    """What the kept summary counts of a purchase line."""
+    return LineValues(row.customer_id, row.purchased_at, row.product_id, row.quantity, row.unit_price, row.amount,
+                      row.unit_cost)
+
+
+def _purchase_day(row: Purchase | LineValues) -> tuple[int, date]:
     """A purchase line's customer and calendar day (in TIME_ZONE, as the kept summary counts days)."""
     when = row.purchased_at
     if timezone.is_naive(when):

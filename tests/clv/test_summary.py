@@ -178,6 +178,70 @@ def test_lines_added_by_bulk_upsert_keep_the_summary_equal_to_a_full_rebuild(see
     assert kept_rows() == after_upsert
 
 
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_lines_changed_by_bulk_upsert_keep_the_summary_equal_to_a_full_rebuild(seed):
+    """Changed lines in one batch: a line that keeps its customer and day (a new amount, price,
+    quantity, cost or product, another hour of the day) adds its difference to the kept rows; a
+    customer with a line moved to another day or customer, or with new lines too, is recomputed."""
+    rng = np.random.default_rng(100 + seed)
+    products = [None, f.product(unit_cost=Decimal("4.00")), f.product(unit_cost=Decimal("0.00"))]
+    customers = [crm.customer_create(name=f"C{i}", external_id=f"R{seed}-{i}") for i in range(10)]
+    base = date(2026, 3, 1)
+
+    def money(high):
+        return Decimal(int(rng.integers(1, high))) / 100
+
+    stored = []
+    for i, customer in enumerate(customers):
+        for j in range(int(rng.integers(1, 5))):
+            quantity = Decimal(int(rng.integers(1, 4)))
+            [(_, row)] = crm.records_upsert(model=Purchase, records=[{
+                "external_id": f"R{seed}-{i}-{j}", "customer": customer, "quantity": quantity,
+                "purchased_at": at(base + timedelta(days=int(rng.integers(-30, 30))), int(rng.integers(0, 24))),
+                "amount": money(20000), "unit_price": money(5000), "product": products[int(rng.integers(0, 3))],
+                **({"unit_cost": money(500)} if rng.random() < 0.4 else {}),
+            }], existing={})
+            stored.append(row)
+    summary_rebuild()
+    changes = []
+    for row in stored:
+        draw = rng.random()
+        change = {"external_id": row.external_id}
+        if draw < 0.5:  # same customer and day: values only
+            same_day = row.purchased_at.replace(hour=int(rng.integers(0, 24)))
+            options = {"amount": money(30000), "unit_price": money(5000), "quantity": Decimal(int(rng.integers(1, 5))),
+                       "unit_cost": money(700) if rng.random() < 0.7 else None,
+                       "product": products[int(rng.integers(0, 3))], "purchased_at": same_day}
+            for name in rng.choice(list(options), size=int(rng.integers(1, 4)), replace=False):
+                change[str(name)] = options[str(name)]
+        elif draw < 0.6:  # another day
+            change["purchased_at"] = row.purchased_at + timedelta(days=int(rng.integers(1, 40)))
+        elif draw < 0.65:  # another customer
+            change["customer"] = customers[int(rng.integers(0, 10))]
+        else:
+            continue
+        changes.append(change)
+    new_lines = [{"external_id": f"R{seed}-new-{k}", "customer": customers[int(rng.integers(0, 10))],
+                  "purchased_at": at(base + timedelta(days=int(rng.integers(-30, 30)))), "amount": money(9000),
+                  "unit_price": money(9000), "quantity": Decimal(1)} for k in range(3)]
+    results = crm.records_upsert(model=Purchase, records=changes + new_lines,
+                                 existing={row.external_id: row for row in stored})
+    assert "updated" in {r for r, _ in results}
+    after_upsert = kept_rows()
+    summary_rebuild()
+    assert kept_rows() == after_upsert
+
+    # a batch of value changes only, none moved and nothing new: every customer takes differences
+    stored = list(Purchase.objects.filter(external_id__startswith=f"R{seed}-"))
+    changes = [{"external_id": row.external_id, "amount": row.amount + 1, "unit_cost": money(300),
+                "product": products[int(rng.integers(0, 3))]} for row in stored]
+    crm.records_upsert(model=Purchase, records=changes, existing={row.external_id: row for row in stored})
+    after_upsert = kept_rows()
+    summary_rebuild()
+    assert kept_rows() == after_upsert
+
+
 def test_kept_summary_reads_exactly_what_the_aggregate_computes():
     seed_demo(customers=200, seed=5, as_of=AS_OF)
     for as_of, source in ((AS_OF, "kept"), (AS_OF - timedelta(days=90), "days")):
