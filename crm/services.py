@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from clv.summary import LineValues, summary_apply, summary_apply_product
-from crm.bulk import among, bulk_insert, insert_instances, pg_array
+from crm.bulk import among, bulk_insert, insert_instances, pg_array, stored_instances
 from crm.conflicts import ConcurrentWrite
 from crm.dates import record_date_errors
 from crm.models import (
@@ -72,8 +72,13 @@ def _apply_changes(instance: models.Model, data: dict[str, Any]) -> list[str]:
 
 def _split_many_to_many(model: type[models.Model], data: dict[str, Any]) -> dict[str, Any]:
     """Pop many-to-many values (e.g. a contact's people) out of `data`."""
-    names = {f.name for f in model._meta.many_to_many}
-    return {name: data.pop(name) for name in list(data) if name in names}
+    names = _many_to_many_names(model)
+    return {name: data.pop(name) for name in names if name in data} if names else {}
+
+
+@functools.cache
+def _many_to_many_names(model: type[models.Model]) -> tuple[str, ...]:
+    return tuple(f.name for f in model._meta.many_to_many)
 
 
 def new_instance(model: type[models.Model], data: dict[str, Any]) -> models.Model:
@@ -220,7 +225,7 @@ def records_locked(*, model: type[models.Model], external_ids: Iterable[str]) ->
     behind each other instead of deadlocking.
     """
     rows = model.objects.select_for_update().filter(among(model, "external_id", list(external_ids))).order_by("pk")
-    return {row.external_id: row for row in rows}
+    return {row.external_id: row for row in stored_instances(rows, [f.attname for f in model._meta.concrete_fields])}
 
 
 @transaction.atomic

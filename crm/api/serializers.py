@@ -23,7 +23,7 @@ from rest_framework.fields import SkipField, empty
 
 from accounts.models import User
 from clv.models import ClvRun, CustomerValue
-from crm.bulk import among, storable_key
+from crm.bulk import among, storable_key, stored_instances
 from crm.models import Contact, Customer, Event, Holding, Opportunity, Person, Product, Purchase, Task, Usage
 from crm.services import check_due_date, purchase_amounts
 
@@ -100,9 +100,9 @@ def prefetch_refs(serializer: serializers.Serializer, records: list, user) -> di
                 external_ids.add(value)
         if not ids and not external_ids:
             continue
-        found = visible_queryset(field.model, user).filter(
+        found = stored_instances(visible_queryset(field.model, user).filter(
             among(field.model, "id", sorted(ids)) | among(field.model, "external_id", sorted(external_ids))
-        ).only("pk", "external_id")
+        ), ["id", "external_id"])
         for obj in found:
             cache[(field.model, ("pk", obj.pk))] = obj
             if obj.external_id:

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
+from accounts.models import User
 from clv.models import ClvRun, CustomerValue
-from crm.bulk import copy_arrays, fetch_arrays
+from crm.bulk import copy_arrays, fetch_arrays, stored_instances
+from crm.models import Customer, Purchase
 from tests.crm import factories as f
 
 pytestmark = pytest.mark.django_db
@@ -175,3 +177,35 @@ def test_among_matches_whole_values_only():
     assert not Customer.objects.filter(among(Customer, "external_id", ["K" * 101, 'K"', "K\\\\"])).exists()
     assert list(Customer.objects.filter(among(Customer, "id", [stored.pk, 0])).values_list("pk", flat=True)) == [
         stored.pk]
+
+
+def test_stored_instances_are_what_only_loads():
+    owner = User.objects.create_user("si-owner", password="x-pass-2026")
+    customers = [f.customer(name=f"C{i}", external_id=f"SI-{i}", owner=owner) for i in range(3)]
+    queryset = Customer.objects.filter(pk__in=[c.pk for c in customers]).order_by("pk")
+    light = stored_instances(queryset, ["id", "external_id"])
+    orm = list(queryset.only("id", "external_id"))
+    assert len(light) == 3
+    for mine, theirs in zip(light, orm, strict=True):
+        assert {k: v for k, v in vars(mine).items() if k != "_state"} == {
+            k: v for k, v in vars(theirs).items() if k != "_state"
+        }
+        assert (mine._state.adding, mine._state.db) == (theirs._state.adding, theirs._state.db) == (False, "default")
+        assert mine.get_deferred_fields() == theirs.get_deferred_fields()
+        assert "name" in mine.get_deferred_fields()
+        assert mine == theirs
+        assert mine.name == theirs.name  # a deferred field is read on access
+        assert mine.owner_id == owner.pk
+
+
+def test_stored_instances_with_every_field_are_what_the_orm_loads():
+    line = f.purchase(amount=Decimal("12.50"), external_id="SI-LINE")
+    queryset = Purchase.objects.filter(pk=line.pk)
+    [mine] = stored_instances(queryset, [field.attname for field in Purchase._meta.concrete_fields])
+    [theirs] = list(queryset)
+    assert {k: v for k, v in vars(mine).items() if k != "_state"} == {
+        k: v for k, v in vars(theirs).items() if k != "_state"
+    }
+    assert mine.get_deferred_fields() == set()
+    assert mine.amount == Decimal("12.50")
+    assert mine.customer == line.customer
