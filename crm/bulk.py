@@ -60,7 +60,7 @@ def bulk_insert(model: type[models.Model], columns: Sequence[str], rows: Iterabl
 
 
 # Field types whose Python values (validated, timezone-aware) psycopg2 adapts as Django would store them.
-_RAW_TYPES = frozenset({
+RAW_TYPES = frozenset({
     "AutoField", "BigAutoField", "BigIntegerField", "BooleanField", "CharField", "DateField", "DateTimeField",
     "DecimalField", "EmailField", "ForeignKey", "IntegerField", "PositiveIntegerField", "PositiveSmallIntegerField",
     "SlugField", "SmallIntegerField", "TextField", "URLField",
@@ -93,9 +93,12 @@ def insert_instances(
     stamped = [f for f in fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
     columns = []
     for f in fields:
-        if f in stamped:
-            values = [f.pre_save(obj, add=True) for obj in instances]
-        elif f.get_internal_type() in _RAW_TYPES:
+        if f in stamped:  # one stamp for the batch (bulk_create takes the clock again for each row)
+            stamp = f.pre_save(instances[0], add=True)
+            for obj in instances:
+                setattr(obj, f.attname, stamp)
+            values = [stamp] * len(instances)
+        elif f.get_internal_type() in RAW_TYPES:
             values = [getattr(obj, f.attname) for obj in instances]
         else:
             values = [f.get_db_prep_save(getattr(obj, f.attname), connection) for obj in instances]
@@ -133,7 +136,7 @@ def insert_instances(
 
 # Field types whose Python values the sqlite3 module stores as Django would (Decimal through the
 # adapter Django registers); datetimes and dates are turned into Django's text here.
-_SQLITE_RAW_TYPES = _RAW_TYPES - {"DateField", "DateTimeField"}
+_SQLITE_RAW_TYPES = RAW_TYPES - {"DateField", "DateTimeField"}
 SQLITE_CHUNK_ROWS = 5_000
 # Page cache for a connection that bulk loads (SQLite's default is 2 MB): once the pages a long
 # transaction changed no longer fit, SQLite spills them to the file, syncing the journal each

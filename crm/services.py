@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from clv.summary import LineValues, summary_apply, summary_apply_product
-from crm.bulk import among, bulk_insert, insert_instances, pg_array, stored_instances
+from crm.bulk import RAW_TYPES, among, bulk_insert, insert_instances, pg_array, stored_instances
 from crm.conflicts import ConcurrentWrite
 from crm.dates import record_date_errors
 from crm.models import (
@@ -359,7 +359,9 @@ def _bulk_update(model: type[models.Model], rows: list[models.Model], fields: li
     names = ", ".join(qn(f.column) for f in model_fields)
     assignments = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}::{f.db_type(connection)}" for f in model_fields)
     columns = [[row.pk for row in rows]] + [
-        [f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows] for f in model_fields
+        [getattr(row, f.attname) for row in rows] if f.get_internal_type() in RAW_TYPES
+        else [f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows]
+        for f in model_fields
     ]
     literals = [pg_array(values) for values in columns]
     if all(literal is not None for literal in literals):

@@ -299,10 +299,13 @@ class SyncedViewSet(viewsets.ModelViewSet):
             raise BulkInvalid(errors)
         with transaction.atomic():
             stored = services.records_locked(model=self.model, external_ids=keys)
-            visible = set(
-                self.get_queryset().filter(among(self.model, "external_id", list(stored)))
-                .values_list("external_id", flat=True)
-            ) if stored else set()
+            queryset = self.get_queryset()
+            if not stored or not queryset.query.where:  # nothing stored, or the caller sees every record
+                visible = set(stored)
+            else:
+                visible = set(
+                    queryset.filter(among(self.model, "external_id", list(stored))).values_list("external_id", flat=True)
+                )
             serializer = self.get_serializer()
             serializer.context["ref_cache"] = prefetch_refs(serializer, records, request.user)
             validate = fast.BulkValidation(serializer)

@@ -8,6 +8,7 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
+from accounts.models import User
 from crm.models import Contact, Customer
 
 pytestmark = pytest.mark.django_db
@@ -123,6 +124,21 @@ def test_bulk_does_not_say_an_external_id_belongs_to_someone_you_cannot_see(api,
     body = json.dumps(response.json())
     assert "cannot" not in body
     assert "you" not in body.lower().replace("your", "")
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["code"] == "external_id_taken"
+    assert Customer.objects.get(external_id="C-s1").name != "X"
+
+
+def test_bulk_by_someone_who_sees_every_record_updates_any_of_them(api, book, sales_org):
+    """The visibility check is skipped for a caller whose queryset has no filter; the write still happens."""
+    admin = User.objects.create_superuser("bulk-admin", password="x-pass-2026")
+    assert admin.sees_everything
+    response = api(admin).post("/api/v1/customers/bulk/", {"records": [
+        {"external_id": "C-s1", "name": "Renamed by admin"}, {"external_id": "C-a2", "name": "Also renamed"},
+    ]}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["updated"] == 2
+    assert Customer.objects.get(external_id="C-s1").name == "Renamed by admin"
 
 
 @pytest.mark.parametrize(("path", "field"), [("/api/v1/customers/", "owner"), ("/api/v1/contacts/", "salesperson")])
