@@ -59,19 +59,24 @@ def _apply_changes(instance: models.Model, data: dict[str, Any]) -> list[str]:
     Foreign keys are compared by id, so checking a record does not load its related rows.
     """
     changed = []
-    opts = instance._meta
+    keys = _foreign_key_attnames(type(instance))
     for field, value in data.items():
-        model_field = opts.get_field(field)
-        if model_field.many_to_one:
-            current = getattr(instance, model_field.attname)
+        attname = keys.get(field)
+        if attname is not None:
             new = value.pk if isinstance(value, models.Model) else value
-            if current != new:
+            if getattr(instance, attname) != new:
                 setattr(instance, field, value)
                 changed.append(field)
         elif getattr(instance, field) != value:
             setattr(instance, field, value)
             changed.append(field)
     return changed
+
+
+@functools.cache
+def _foreign_key_attnames(model: type[models.Model]) -> dict[str, str]:
+    """name -> attname (its id) of each many-to-one field of the model."""
+    return {f.name: f.attname for f in model._meta.get_fields() if f.many_to_one and f.concrete}
 
 
 def _split_many_to_many(model: type[models.Model], data: dict[str, Any]) -> dict[str, Any]:

@@ -132,7 +132,7 @@ class BulkValidation:
 
     def __init__(self, serializer: serializers.Serializer):
         self.serializer = serializer
-        # (name, source, field, convert, validate_<name> or None, blank) in the serializer's order
+        # (name, source, field, convert, validate_<name> or None, blank, checks) in the serializer's order
         self.fields = []
         self.known = set()
         self.required = set()
@@ -156,9 +156,18 @@ class BulkValidation:
             else:
                 blank = "convert" if isinstance(field, serializers.ChoiceField) else "drf"
             self.fields.append(
-                (name, field.source, field, convert, getattr(serializer, f"validate_{name}", None), blank)
+                (name, field.source, field, convert, getattr(serializer, f"validate_{name}", None), blank,
+                 self._checks(field))
             )
             self.known.add(name)
+
+    @staticmethod
+    def _checks(field):
+        """The field's validators as run_validators calls them, (validator, takes the field) each;
+        None where the field runs them its own way (any error falls back to DRF, which reports it)."""
+        if type(field).run_validators is not serializers.Field.run_validators:
+            return None
+        return tuple((validator, getattr(validator, "requires_context", False)) for validator in field.validators)
 
     def _converter(self, field):
         kind = type(field)
@@ -234,7 +243,7 @@ class BulkValidation:
         serializer.instance, serializer.partial = instance, partial
         attrs = {}
         try:
-            for name, source, field, convert, validate_field, blank in self.fields:
+            for name, source, field, convert, validate_field, blank, checks in self.fields:
                 if name not in record:
                     continue
                 value = record[name]
@@ -247,8 +256,14 @@ class BulkValidation:
                     value = ""
                 else:
                     value = convert(value)
-                    if field.validators:
+                    if checks is None:
                         field.run_validators(value)
+                    else:
+                        for validator, with_field in checks:
+                            if with_field:
+                                validator(value, field)
+                            else:
+                                validator(value)
                 if validate_field is not None:
                     value = validate_field(value)
                 attrs[source] = value

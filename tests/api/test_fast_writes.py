@@ -80,7 +80,7 @@ def test_decimal_conversion_gives_the_very_decimal_drf_gives(sales_org, resource
     serializer = FEED_SERIALIZERS[resource][0](context={"request": None})
     validate = fast.BulkValidation(serializer)
     checked = 0
-    for _name, _source, field, convert, _validate, _blank in validate.fields:
+    for _name, _source, field, convert, _validate, _blank, _checks in validate.fields:
         if not isinstance(field, serializers.DecimalField):
             continue
         for value in [*DECIMALS, " 12.50 ", 12, 1.5, "abc"]:
