@@ -88,24 +88,24 @@ def summary_apply(
         if customer_id is not None and int(customer_id) not in ids:
             added_lines.setdefault(int(customer_id), []).append(int(purchase_id))
     changed_days = {(int(c), d) for c, d in days if c is not None and int(c) not in ids}
-    before = [(was, now) for was, now in revalued if was.customer_id not in ids]
+    revalued_lines = [(was, now) for was, now in revalued if was.customer_id not in ids]
+    day_customers = {c for c, _ in changed_days}
+    revalued_customers = {was.customer_id for was, _ in revalued_lines}
     pending = _pending.get()
     if pending is not None:
-        pending |= ids | set(added_lines) | {c for c, _ in changed_days} | {was.customer_id for was, _ in before}
+        pending |= ids | set(added_lines) | day_customers | revalued_customers
         return 0
     if connection.vendor != "postgresql":
-        ids |= set(added_lines) | {c for c, _ in changed_days} | {was.customer_id for was, _ in before}
-        added_lines, changed_days, before = {}, set(), []
-    day_customers = {c for c, _ in changed_days}
-    revalued_customers = {was.customer_id for was, _ in before}
+        ids |= set(added_lines) | day_customers | revalued_customers
+        added_lines, changed_days, day_customers, revalued_lines, revalued_customers = {}, set(), set(), [], set()
     if added_lines.keys() & day_customers:
         raise ValueError("summary_apply: a customer given days takes the days of its added lines, not the lines")
     if revalued_customers & (added_lines.keys() | day_customers):
         raise ValueError("summary_apply: a customer given revalued lines takes nothing else (give its days instead)")
-    if not ids and not added_lines and not changed_days and not before:
+    if not ids and not added_lines and not changed_days and not revalued_lines:
         return 0
     with transaction.atomic():
-        _recompute(sorted(ids), added_lines, sorted(changed_days), before)
+        _recompute(sorted(ids), added_lines, sorted(changed_days), revalued_lines)
     return len(ids) + len(added_lines) + len(day_customers) + len(revalued_customers)
 
 

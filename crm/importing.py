@@ -34,7 +34,7 @@ from crm import services
 from crm.api import serializers as s
 from crm.api.fast import BulkValidation
 from crm.api.problems import ExternalIdTaken, flatten_errors
-from crm.bulk import among, storable_key
+from crm.bulk import storable_key
 from crm.conflicts import ConcurrentWrite
 from crm.exports import FORMULA_STARTS
 from crm.models import Contact, Customer, Event, Holding, Person, Product, Purchase, Usage
@@ -506,15 +506,7 @@ class _Importer:
             return
         keys = [record["external_id"] for _, record in records]
         stored = services.records_locked(model=model, external_ids=keys)
-        visible = (
-            set(
-                s.visible_queryset(model, self.user)
-                .filter(among(model, "external_id", list(stored)))
-                .values_list("external_id", flat=True)
-            )
-            if stored
-            else set()
-        )
+        visible = services.records_visible(queryset=s.visible_queryset(model, self.user), stored=stored)
         self.serializer.context["ref_cache"] = s.prefetch_refs(self.serializer, [r for _, r in records], self.user)
         validated: list[dict[str, Any]] = []
         lines: list[int] = []

@@ -17,15 +17,20 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, models, router, transaction
-from django.db.models.base import ModelState
-from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
-from django.db.models.query_utils import DeferredAttribute
-from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from accounts.models import User
 from clv.summary import LineValues, summary_apply, summary_apply_product
-from crm.bulk import RAW_TYPES, among, bulk_insert, insert_instances, pg_array, stored_instances
+from crm.bulk import (
+    among,
+    bare_instance,
+    builds_bare,
+    bulk_insert,
+    column_values,
+    insert_instances,
+    pg_array,
+    stored_instances,
+)
 from crm.conflicts import ConcurrentWrite
 from crm.dates import record_date_errors
 from crm.models import (
@@ -102,7 +107,7 @@ def new_instance(model: type[models.Model], data: dict[str, Any]) -> models.Mode
     receiver takes Django's own path. tests/api/test_fast_writes.py checks both give the same.
     """
     fields = _construction_plan(model)
-    if fields is None or not fields.keys() >= data.keys() or pre_init.receivers or post_init.receivers:
+    if fields is None or not fields.keys() >= data.keys() or not builds_bare(model):
         return model(**data)
     values = {}
     related = []
@@ -115,10 +120,7 @@ def new_instance(model: type[models.Model], data: dict[str, Any]) -> models.Mode
             values[field.attname] = value
         else:
             values[field.attname] = field.get_default()
-    # What Model.__init__ does with a value for every concrete field, none deferred: set each on
-    # the new instance (their descriptors store it as it is; the plan holds no other kind).
-    instance = model.__new__(model)
-    instance.__dict__.update(values, _state=ModelState())
+    instance = bare_instance(model, values)  # what Model.__init__ leaves, given every concrete field
     for field, value in related:
         field.set_cached_value(instance, value)
         if value is not None and instance._state.db is None:  # as the descriptor sets it
@@ -130,9 +132,8 @@ def new_instance(model: type[models.Model], data: dict[str, Any]) -> models.Mode
 def _construction_plan(model: type[models.Model]) -> dict[str, tuple[str, models.Field, str | None]] | None:
     """name -> (name, field, the related record's attribute its key is read from, or None), in the
     order of the model's concrete fields; None for a model with a one-to-one field (its descriptor
-    also fills the other side's cache) or a field whose descriptor does more than store a value."""
-    plain = (DeferredAttribute, ForeignKeyDeferredAttribute)
-    if any(f.one_to_one or type(model.__dict__.get(f.attname)) not in plain for f in model._meta.concrete_fields):
+    also fills the other side's cache)."""
+    if any(f.one_to_one for f in model._meta.concrete_fields):
         return None
     return {
         f.name: (f.name, f, f.target_field.attname if f.many_to_one else None)
@@ -243,6 +244,16 @@ def records_locked(*, model: type[models.Model], external_ids: Iterable[str]) ->
     return {row.external_id: row for row in stored_instances(rows, [f.attname for f in model._meta.concrete_fields])}
 
 
+def records_visible(*, queryset: models.QuerySet, stored: dict[str, models.Model]) -> set[str]:
+    """The external_ids of `stored` (records_locked's answer) that `queryset`, what the caller may
+    see, holds; no query when nothing is stored or the queryset has no filter (it holds every record)."""
+    if not stored or not queryset.query.where:
+        return set(stored)
+    return set(
+        queryset.filter(among(queryset.model, "external_id", list(stored))).values_list("external_id", flat=True)
+    )
+
+
 @transaction.atomic
 def records_upsert(
     *, model: type[models.Model], records: list[dict[str, Any]], existing: dict[str, models.Model]
@@ -340,7 +351,7 @@ def records_upsert(
         # on its customer and day takes the difference; new lines are added to their days. A customer
         # with a moved line, or with new and changed lines both, has every touched day recomputed.
         created = [row for result, row in results if result == "created"]
-        days = set(days_moved)
+        days = days_moved
         day_customers = {c for c, _ in days} | (
             {was.customer_id for was, _ in revalued} & {row.customer_id for row in created}
         )
@@ -373,11 +384,7 @@ def _bulk_update(model: type[models.Model], rows: list[models.Model], fields: li
     qn = connection.ops.quote_name
     names = ", ".join(qn(f.column) for f in model_fields)
     assignments = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}::{f.db_type(connection)}" for f in model_fields)
-    columns = [[row.pk for row in rows]] + [
-        [getattr(row, f.attname) for row in rows] if f.get_internal_type() in RAW_TYPES
-        else [f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows]
-        for f in model_fields
-    ]
+    columns = [[row.pk for row in rows]] + [column_values(f, rows) for f in model_fields]
     literals = [pg_array(values) for values in columns]
     if all(literal is not None for literal in literals):
         types = ["bigint", *(f.db_type(connection) for f in model_fields)]

@@ -28,7 +28,7 @@ from crm import services
 from crm.api import fast
 from crm.api.problems import BulkInvalid, ExternalIdTaken, PreconditionFailed, flatten_errors
 from crm.api.serializers import prefetch_refs
-from crm.bulk import among, storable_key
+from crm.bulk import storable_key
 from crm.conflicts import retrying
 from crm.models import IdempotencyRecord
 
@@ -299,13 +299,7 @@ class SyncedViewSet(viewsets.ModelViewSet):
             raise BulkInvalid(errors)
         with transaction.atomic():
             stored = services.records_locked(model=self.model, external_ids=keys)
-            queryset = self.get_queryset()
-            if not stored or not queryset.query.where:  # nothing stored, or the caller sees every record
-                visible = set(stored)
-            else:
-                visible = set(
-                    queryset.filter(among(self.model, "external_id", list(stored))).values_list("external_id", flat=True)
-                )
+            visible = services.records_visible(queryset=self.get_queryset(), stored=stored)
             serializer = self.get_serializer()
             serializer.context["ref_cache"] = prefetch_refs(serializer, records, request.user)
             validate = fast.BulkValidation(serializer)

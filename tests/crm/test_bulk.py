@@ -209,3 +209,26 @@ def test_stored_instances_with_every_field_are_what_the_orm_loads():
     assert mine.get_deferred_fields() == set()
     assert mine.amount == Decimal("12.50")
     assert mine.customer == line.customer
+
+
+def test_stored_instances_take_the_orms_way_when_a_receiver_listens_to_init():
+    from django.db.models.signals import post_init
+
+    from crm.bulk import builds_bare
+
+    f.customer(name="Heard", external_id="SI-HEARD")
+    heard = []
+
+    def receiver(sender, instance, **kwargs):
+        heard.append(instance)
+
+    post_init.connect(receiver, sender=Customer)
+    try:
+        assert not builds_bare(Customer)
+        [loaded] = stored_instances(Customer.objects.filter(external_id="SI-HEARD"), ["id", "external_id"])
+    finally:
+        post_init.disconnect(receiver, sender=Customer)
+    assert heard == [loaded]
+    assert "name" in loaded.get_deferred_fields()
+    assert loaded.name == "Heard"
+    assert builds_bare(Customer)
